@@ -1,0 +1,1 @@
+"""transferlab: transfer learning on images with Lightning and Hydra."""

@@ -1,0 +1,5 @@
+"""Backbone families; importing this package registers every entry."""
+
+from transferlab.backbones.families import efficientnet_lite, small_cnn, timm_models, torchvision_resnet
+
+__all__ = ["efficientnet_lite", "small_cnn", "timm_models", "torchvision_resnet"]

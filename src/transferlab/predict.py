@@ -1,0 +1,75 @@
+"""``transferlab-predict ckpt_path=FILE input=DIR_OR_FILE [output=FILE.csv]``: classify images to a CSV."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from rich.progress import Progress
+
+from transferlab.data import build_eval_transform, is_image_file, load_rgb
+from transferlab.errors import UserError
+from transferlab.strategies.loading import load_module_from_checkpoint
+from transferlab.utils.cli import run_task
+from transferlab.utils.paths import CONF_DIR
+
+CSV_COLUMNS = ("path", "predicted_class", "probability")
+
+
+def list_input_images(input_path: str | Path) -> list[Path]:
+    """One image file, or every image file under a folder (recursively, sorted)."""
+    path = Path(input_path).expanduser()
+    if path.is_file():
+        if not is_image_file(path):
+            raise UserError(f"input={path} is not an image file (by its extension).")
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+        if not files:
+            raise UserError(
+                f"input={path} holds no image files. Point input at an image or a folder of images."
+            )
+        return files
+    raise UserError(f"input={path} does not exist. Point input at an image file or a folder of images.")
+
+
+@torch.inference_mode()
+def predict(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
+    """Classify every image of ``cfg.input`` with the checkpoint's model; write and return the rows."""
+    model = load_module_from_checkpoint(cfg.ckpt_path)
+    transform = build_eval_transform(model.preprocessing)
+    files = list_input_images(cfg.input)
+    rows: list[dict[str, Any]] = []
+    with Progress(transient=True) as progress:
+        task = progress.add_task("Predicting", total=len(files))
+        for start in range(0, len(files), cfg.batch_size):
+            chunk = files[start : start + cfg.batch_size]
+            batch = torch.stack([transform(load_rgb(p)) for p in chunk])
+            probabilities, indices = model(batch).softmax(dim=1).max(dim=1)
+            for path, prob, index in zip(chunk, probabilities.tolist(), indices.tolist(), strict=True):
+                rows.append(
+                    {"path": str(path), "predicted_class": model.class_names[index], "probability": prob}
+                )
+            progress.advance(task, len(chunk))
+    output = Path(cfg.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows({**r, "probability": f"{r['probability']:.6f}"} for r in rows)
+    print(f"Wrote {len(rows)} predictions to {output.resolve()}")
+    return rows, output
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
+def main(cfg: DictConfig) -> None:
+    """Console script ``transferlab-predict``."""
+    run_task(predict, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""``transferlab-train``: compose the config, build everything with ``instantiate``, fit, then test."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from transferlab.backbones import backbone_preprocessing
+from transferlab.strategies.base import plain
+from transferlab.strategies.loading import read_checkpoint
+from transferlab.utils.cli import print_config_tree, run_task
+from transferlab.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from transferlab.utils.paths import CONF_DIR
+from transferlab.utils.run_summary import print_run_summary, scalar_metrics
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+    """Train (and test) the model the config describes.
+
+    Returns:
+        The final metrics (``val/acc_best``, ``test/acc``, ...) and the objects built, by name.
+    """
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path:
+        read_checkpoint(ckpt_path)  # a missing, foreign or unsafe file fails here, before any work
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+
+    backbone_cfg = plain(cfg.backbone)
+    datamodule = instantiate(cfg.data)
+    preprocessing_args = {k: v for k, v in backbone_cfg.items() if k != "weights"}
+    datamodule.set_preprocessing(backbone_preprocessing(**preprocessing_args))
+    datamodule.prepare_data()  # writes the demo data on first use, so the class names are known
+
+    model = instantiate(cfg.model, backbone=backbone_cfg, class_names=datamodule.class_names)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(_flat_config(cfg))
+
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    metrics = scalar_metrics(trainer.callback_metrics)
+
+    if cfg.get("test", True):
+        best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
+        if not best:
+            log.warning(
+                "No best checkpoint was saved: testing the weights as they are at the end of training."
+            )
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        metrics.update(scalar_metrics(trainer.callback_metrics))
+
+    print_run_summary(metrics, cfg.paths.output_dir, title=f"{cfg.task_name}: {type(model).__name__}")
+    objects = {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
+    return metrics, objects
+
+
+def _flat_config(cfg: DictConfig) -> dict[str, Any]:
+    """The run's settings as flat ``group/key`` pairs for the loggers' hyperparameter views."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}/{key}" if prefix else str(key))
+        else:
+            flat[prefix] = node if isinstance(node, int | float | str | bool) or node is None else str(node)
+
+    for group in ("data", "backbone", "model", "trainer", "seed"):
+        if group in cfg:
+            node = cfg[group]
+            walk(OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node, group)
+    return flat
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Console script ``transferlab-train``; returns the metric a sweeper optimizes."""
+    print_config_tree(cfg)
+    metrics, _ = run_task(train, cfg)
+    optimized = cfg.get("optimized_metric")
+    return metrics.get(optimized) if optimized else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Build callbacks and loggers from named config entries (experiments switch them by key)."""
+
+from __future__ import annotations
+
+from hydra.utils import instantiate
+from lightning.pytorch import Callback
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig
+
+
+def _instantiate_entries(entries: DictConfig | None) -> list:
+    if not entries:
+        return []
+    return [
+        instantiate(entry)
+        for entry in entries.values()
+        if isinstance(entry, DictConfig) and "_target_" in entry
+    ]
+
+
+def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
+    """Every entry of the ``callbacks`` group that has a ``_target_``; null entries are skipped."""
+    return _instantiate_entries(cfg)
+
+
+def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
+    """Every entry of the ``logger`` group that has a ``_target_``; null entries are skipped."""
+    return _instantiate_entries(cfg)

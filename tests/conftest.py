@@ -1,0 +1,102 @@
+"""Shared fixtures: tiny ImageFolder trees made on the fly and the real configs, shrunk for speed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+from PIL import Image
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CLASSES = ("circle", "cross", "square")
+
+# Overrides that make any train run tiny: the small CNN, one epoch, one process, no progress bars.
+FAST_OVERRIDES = [
+    "backbone=small_cnn",
+    "data=imagefolder",
+    "data.num_workers=0",
+    "data.batch_size=8",
+    "data.augmentation=none",
+    "trainer.max_epochs=1",
+    "trainer.accelerator=cpu",
+    "callbacks.rich_progress_bar=null",
+    "+trainer.enable_progress_bar=false",
+    "+trainer.enable_model_summary=false",
+]
+
+
+def draw_shape(shape: str, size: int, rng: np.random.Generator) -> Image.Image:
+    """A noisy image of a simple shape: learnable from a handful of examples by a tiny CNN."""
+    img = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+    lo, hi = size // 4, 3 * size // 4
+    jitter = int(rng.integers(-1, 2))
+    if shape == "square":
+        img[lo + jitter : hi + jitter, lo:hi] = (220, 40, 40)
+    elif shape == "cross":
+        img[size // 2 - 1 : size // 2 + 2, :] = (40, 220, 40)
+        img[:, size // 2 - 1 + jitter : size // 2 + 2 + jitter] = (40, 220, 40)
+    else:
+        yy, xx = np.mgrid[:size, :size]
+        mask = (yy - size / 2) ** 2 + (xx - size / 2 - jitter) ** 2 < (size / 4) ** 2
+        img[mask] = (40, 40, 220)
+    return Image.fromarray(img)
+
+
+def make_imagefolder(root: Path, per_split: dict[str, int], size: int = 24, seed: int = 0) -> Path:
+    """Write root/{split}/{class}/{i}.png for the three shape classes."""
+    rng = np.random.default_rng(seed)
+    for split, count in per_split.items():
+        for shape in CLASSES:
+            folder = root / split / shape
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                draw_shape(shape, size, rng).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A three-class ImageFolder tree with train/val/test splits (12/4/4 images per class)."""
+    return make_imagefolder(tmp_path_factory.mktemp("tiny_data"), {"train": 12, "val": 4, "test": 4})
+
+
+def compose_config(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+    """Compose a real config of conf/ as the entry point would, with its output dir at ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.root_dir = str(output_dir)
+    HydraConfig().set_config(cfg)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return cfg
+
+
+@pytest.fixture
+def train_config(tiny_data: Path, tmp_path: Path) -> Callable[..., DictConfig]:
+    """Factory: the real train config on the tiny data, with extra overrides."""
+
+    def make(*overrides: str, output_dir: Path | None = None) -> DictConfig:
+        args = [*FAST_OVERRIDES, f"data.root={tiny_data}", *overrides]
+        return compose_config("train", args, output_dir or tmp_path / "run")
+
+    return make
+
+
+def run_cli(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run an entry point as a user would (``python -m transferlab.train ...``) and capture its output."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )

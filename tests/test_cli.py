@@ -1,0 +1,124 @@
+"""The console entry points end to end, as a user runs them: train, then eval, then predict."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import CLASSES, FAST_OVERRIDES, run_cli
+
+
+def _csv_metric(path: Path, name: str) -> float:
+    with path.open() as handle:
+        values = [row[name] for row in csv.DictReader(handle) if row.get(name)]
+    assert values, f"{name} not in {path}"
+    return float(values[-1])
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("cli") / "train_run"
+    result = run_cli(
+        "transferlab.train",
+        *FAST_OVERRIDES,
+        f"data.root={tiny_data}",
+        "trainer.max_epochs=2",
+        f"hydra.run.dir={run_dir}",
+        cwd=run_dir.parent,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "backbone" in result.stdout and "small_cnn" in result.stdout  # the config tree
+    assert "test/acc" in result.stdout
+    assert f"tensorboard --logdir {run_dir}" in result.stdout.replace("\n", "")
+    return run_dir
+
+
+def test_train_run_folder_holds_config_checkpoints_and_logs(trained_run: Path) -> None:
+    assert (trained_run / ".hydra" / "config.yaml").is_file()
+    assert (trained_run / "checkpoints" / "best.ckpt").is_file()
+    assert (trained_run / "checkpoints" / "last.ckpt").is_file()
+    assert list((trained_run / "tensorboard").glob("events.out.tfevents.*"))
+    assert (trained_run / "csv" / "metrics.csv").is_file()
+
+
+def test_eval_and_predict_agree_with_training(trained_run: Path, tiny_data: Path, tmp_path: Path) -> None:
+    # Only the checkpoint travels: the training run folder is gone when eval and predict run.
+    ckpt = tmp_path / "model.ckpt"
+    shutil.copy(trained_run / "checkpoints" / "best.ckpt", ckpt)
+    train_test_acc = _csv_metric(trained_run / "csv" / "metrics.csv", "test/acc")
+
+    eval_dir = tmp_path / "eval"
+    result = run_cli(
+        "transferlab.eval",
+        f"ckpt_path={ckpt}",
+        "data=imagefolder",
+        f"data.root={tiny_data}",
+        "data.num_workers=0",
+        "trainer.accelerator=cpu",
+        f"hydra.run.dir={eval_dir}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    eval_acc = _csv_metric(eval_dir / "csv" / "metrics.csv", "test/acc")
+    assert eval_acc == pytest.approx(train_test_acc, abs=1e-6)
+
+    output = tmp_path / "predictions.csv"
+    result = run_cli(
+        "transferlab.predict",
+        f"ckpt_path={ckpt}",
+        f"input={tiny_data / 'test'}",
+        f"output={output}",
+        f"hydra.run.dir={tmp_path / 'predict'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with output.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4 * len(CLASSES)
+    assert set(rows[0]) == {"path", "predicted_class", "probability"}
+    assert all(r["predicted_class"] in CLASSES and 0.0 <= float(r["probability"]) <= 1.0 for r in rows)
+    predict_acc = sum(Path(r["path"]).parent.name == r["predicted_class"] for r in rows) / len(rows)
+    assert predict_acc == pytest.approx(eval_acc, abs=1e-6)
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("entry", ["transferlab.predict", "transferlab.eval", "transferlab.train"])
+def test_checkpoint_with_malicious_pickle_is_refused(entry: str, tiny_data: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "code_ran"
+    bad = tmp_path / "bad.ckpt"
+    torch.save({"state_dict": {}, "payload": _RunsCode(marker)}, bad)
+    args = {
+        "transferlab.predict": [f"input={tiny_data / 'test'}"],
+        "transferlab.eval": ["data=imagefolder", f"data.root={tiny_data}"],
+        "transferlab.train": [*FAST_OVERRIDES, f"data.root={tiny_data}"],
+    }[entry]
+    result = run_cli(entry, f"ckpt_path={bad}", *args, f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Refusing to load checkpoint" in result.stderr and str(bad) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not marker.exists()
+
+
+def test_missing_data_root_is_one_clear_message(tmp_path: Path) -> None:
+    missing = tmp_path / "no_such_folder"
+    result = run_cli(
+        "transferlab.train",
+        *FAST_OVERRIDES,
+        f"data.root={missing}",
+        f"hydra.run.dir={tmp_path / 'out'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert str(missing) in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,70 @@
+"""Parameter groups and schedules: rates per block, no decay on norms and biases, lengths from the trainer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from transferlab.errors import UserError
+from transferlab.optim import build_param_groups, cosine_with_warmup, one_cycle
+
+
+def _blocks() -> list[tuple[str, nn.Module]]:
+    return [(f"b{i}", nn.Sequential(nn.Conv2d(3, 3, 3), nn.BatchNorm2d(3))) for i in range(3)]
+
+
+def test_learning_rate_decays_per_block_not_per_tensor() -> None:
+    blocks = _blocks()
+    groups = build_param_groups(nn.Linear(3, 2), blocks, lr=1.0, backbone_lr_factor=0.1, layer_decay=0.5)
+    by_name = {g["name"]: g for g in groups}
+    assert by_name["head"]["lr"] == 1.0
+    # every tensor of a block (conv weight, conv bias, BN weight, BN bias) shares the block's rate
+    for i, expected in enumerate([0.025, 0.05, 0.1]):
+        assert by_name[f"backbone.b{i}"]["lr"] == pytest.approx(expected)
+        assert by_name[f"backbone.b{i}/no_decay"]["lr"] == pytest.approx(expected)
+
+
+def test_no_weight_decay_on_norms_and_biases_and_frozen_left_out() -> None:
+    blocks = _blocks()
+    blocks[0][1].requires_grad_(False)
+    groups = build_param_groups(nn.Linear(3, 2), blocks, lr=1.0, weight_decay=0.05)
+    frozen = {id(p) for p in blocks[0][1].parameters()}
+    for group in groups:
+        assert not frozen & {id(p) for p in group["params"]}
+        dims = {p.ndim for p in group["params"]}
+        assert group["weight_decay"] == (0.0 if dims == {1} else 0.05)
+        assert dims == {1} or 1 not in dims
+
+
+def _optimizer() -> torch.optim.Optimizer:
+    params = [nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))]
+    return torch.optim.SGD([{"params": [params[0]], "lr": 1.0}, {"params": [params[1]], "lr": 0.1}])
+
+
+def _rates(scheduler, steps: int) -> list[list[float]]:
+    rates = []
+    for _ in range(steps):
+        rates.append([g["lr"] for g in scheduler.optimizer.param_groups])
+        scheduler.optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def test_cosine_with_warmup_spans_the_given_steps_per_group() -> None:
+    rates = _rates(cosine_with_warmup(_optimizer(), total_steps=100, warmup_fraction=0.1), 100)
+    assert rates[0][0] == pytest.approx(0.1)  # first warm-up step
+    assert max(r[0] for r in rates) == pytest.approx(1.0)
+    assert rates[-1][0] < 0.01  # decayed by the last step
+    assert all(r[1] == pytest.approx(r[0] * 0.1) for r in rates)  # groups keep their ratio
+
+
+def test_one_cycle_peaks_at_each_groups_rate() -> None:
+    rates = _rates(one_cycle(_optimizer(), total_steps=50, pct_start=0.3), 50)
+    assert max(r[0] for r in rates) == pytest.approx(1.0, rel=1e-3)
+    assert max(r[1] for r in rates) == pytest.approx(0.1, rel=1e-3)
+
+
+def test_bad_fraction_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="warmup_fraction"):
+        cosine_with_warmup(_optimizer(), total_steps=10, warmup_fraction=1.5)

@@ -1,0 +1,114 @@
+"""Training through the real config and task function: outputs, metrics, freezing, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from transferlab.backbones import backbone_preprocessing
+from transferlab.strategies.base import plain
+from transferlab.train import train
+
+
+def test_train_writes_checkpoints_metrics_and_tensorboard(train_config, tmp_path: Path) -> None:
+    cfg = train_config("trainer.max_epochs=2")
+    metrics, _ = train(cfg)
+
+    out = Path(cfg.paths.output_dir)
+    assert (out / "checkpoints" / "best.ckpt").is_file()
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    for name in (
+        "train/loss",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "val/acc_best",
+        "val/f1_macro",
+        "test/acc",
+    ):
+        assert name in metrics, name
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert metrics["val/acc_best"] >= metrics["val/acc"] - 1e-6
+
+    # TensorBoard's own reader sees the scalars, one point per epoch for epoch metrics.
+    events = EventAccumulator(str(out / "tensorboard")).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "val/acc", "val/acc_best", "test/acc"} <= tags
+    assert len(events.Scalars("val/acc")) == 2
+    assert (out / "csv" / "metrics.csv").is_file()
+
+
+def _fit_and_compare(cfg, epochs: int = 2) -> tuple[dict, dict, object]:
+    """Fit the configured module directly; return state before, state after, and the module."""
+    datamodule = instantiate(cfg.data)
+    datamodule.set_preprocessing(backbone_preprocessing(name=cfg.backbone.name))
+    datamodule.prepare_data()
+    model = instantiate(cfg.model, backbone=plain(cfg.backbone), class_names=datamodule.class_names)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    return before, model.state_dict(), model
+
+
+def test_frozen_backbone_keeps_weights_and_batchnorm_statistics(train_config) -> None:
+    before, after, model = _fit_and_compare(train_config("model.trainable_blocks=0"))
+    backbone_keys = [k for k in before if k.startswith("backbone.")]
+    assert any("running_mean" in k for k in backbone_keys), "the small CNN must have BatchNorm layers"
+    for key in backbone_keys:
+        assert torch.equal(before[key], after[key]), f"frozen {key} changed"
+    assert not torch.equal(before["head.1.weight"], after["head.1.weight"]), "the head did not train"
+    assert all(not p.requires_grad for p in model.backbone.parameters())
+
+
+def test_last_block_trains_and_blocks_below_stay_frozen(train_config) -> None:
+    before, after, model = _fit_and_compare(train_config("model.trainable_blocks=1"))
+    groups = model.backbone.block_groups()
+    top_ids = {id(p) for p in groups[-1].parameters()}
+    names = dict(model.backbone.named_parameters())
+    for name, param in names.items():
+        changed = not torch.equal(before[f"backbone.{name}"], after[f"backbone.{name}"])
+        assert changed == (id(param) in top_ids), name
+    # BatchNorm statistics of frozen blocks stay put (frozen blocks run in eval mode).
+    lower_buffers = {id(b) for g in groups[:-1] for m in g.modules for b in m.buffers()}
+    for name, buf in model.backbone.named_buffers():
+        if id(buf) in lower_buffers and "running" in name:
+            assert torch.equal(before[f"backbone.{name}"], after[f"backbone.{name}"]), name
+
+
+def test_resume_continues_at_the_right_epoch_with_optimizer_state(train_config, tmp_path: Path) -> None:
+    first = train_config("trainer.max_epochs=2", "test=false", output_dir=tmp_path / "first")
+    train(first)
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    assert saved["epoch"] == 1
+    steps_per_epoch = saved["global_step"] // 2
+
+    second = train_config(
+        "trainer.max_epochs=3", f"ckpt_path={last}", "test=false", output_dir=tmp_path / "second"
+    )
+    _, objects = train(second)
+    trainer = objects["trainer"]
+    assert trainer.current_epoch == 3
+    assert trainer.global_step == 3 * steps_per_epoch
+
+    resumed = torch.load(Path(second.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    # AdamW counts its steps per parameter: 3 epochs' worth only if the first run's state was restored.
+    adam_steps = {int(s["step"]) for s in resumed["optimizer_states"][0]["state"].values()}
+    assert adam_steps == {3 * steps_per_epoch}
+    assert resumed["lr_schedulers"][0]["last_epoch"] == 3 * steps_per_epoch
+    # The resumed run trained and validated epoch 2 only, and kept the best accuracy of the first run.
+    events = EventAccumulator(str(Path(second.paths.output_dir) / "tensorboard")).Reload()
+    assert len(events.Scalars("val/acc")) == 1
+    first_best = EventAccumulator(str(Path(first.paths.output_dir) / "tensorboard")).Reload()
+    assert events.Scalars("val/acc_best")[0].value >= max(e.value for e in first_best.Scalars("val/acc"))
