@@ -7,6 +7,7 @@ LOCK_HASH := $(shell sha256sum uv.lock | cut -c1-16)
 ENV := $(ENV_ROOT)/$(LOCK_HASH)
 BIN := $(ENV)/bin
 ARGS ?=
+PY_DIRS := $(wildcard src tests benchmarks)
 
 .PHONY: help env train test test-all lint format sweep tensorboard lock clean-env
 
@@ -15,11 +16,13 @@ help:  ## list targets
 
 # uv.lock is the record of pins; pip installs them (pip finds the torch wheels cached on this kind of
 # machine, uv would download them). --no-deps: the exported list is already the complete closure.
-$(ENV)/.complete: uv.lock
+# No prerequisite on uv.lock: the folder name is the lock's hash, and a fresh clone's newer file times
+# must not trigger a rebuild.
+$(ENV)/.complete:
 	@echo "Creating the environment in $(ENV) (once per uv.lock)"
 	rm -rf "$(ENV)"
 	$(PYTHON) -m venv "$(ENV)"
-	"$(BIN)/pip" install --quiet --upgrade "pip>=24" "setuptools>=69" "$$(grep -A1 '^name = "uv"$$' uv.lock | sed -n 's/^version = "\(.*\)"/uv==\1/p')"
+	"$(BIN)/pip" install --quiet --upgrade "pip>=24" "setuptools>=77" "$$(grep -A1 '^name = "uv"$$' uv.lock | sed -n 's/^version = "\(.*\)"/uv==\1/p')"
 	"$(BIN)/uv" export --frozen --quiet --no-hashes --no-emit-project --all-extras --format requirements-txt -o "$(ENV)/requirements.txt"
 	"$(BIN)/pip" install --quiet --no-deps -r "$(ENV)/requirements.txt"
 	touch "$@"
@@ -39,12 +42,12 @@ test-all: env  ## every test, slow ones included
 	"$(BIN)/python" -m pytest -m "" $(ARGS)
 
 lint: env  ## ruff check + format check
-	"$(BIN)/ruff" check src tests benchmarks
-	"$(BIN)/ruff" format --check src tests benchmarks
+	"$(BIN)/ruff" check $(PY_DIRS)
+	"$(BIN)/ruff" format --check $(PY_DIRS)
 
 format: env  ## apply ruff fixes and formatting
-	"$(BIN)/ruff" check --fix src tests benchmarks
-	"$(BIN)/ruff" format src tests benchmarks
+	"$(BIN)/ruff" check --fix $(PY_DIRS)
+	"$(BIN)/ruff" format $(PY_DIRS)
 
 tensorboard: env  ## open TensorBoard on logs/
 	"$(BIN)/tensorboard" --logdir logs $(ARGS)

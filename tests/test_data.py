@@ -16,7 +16,6 @@ from torch.utils.data import RandomSampler, SequentialSampler
 from transferlab.data import (
     IMAGE_EXTENSIONS,
     ImageFolderDataModule,
-    as_preprocessing,
     build_eval_transform,
     build_train_transform,
     find_layout,
@@ -29,6 +28,7 @@ from transferlab.data import (
     write_split,
 )
 from transferlab.errors import UserError
+from transferlab.preprocessing import Preprocessing, as_preprocessing
 
 PRE = {"input_size": 8, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "crop_pct": 0.875}
 
@@ -144,7 +144,7 @@ def test_eval_transform_keeps_centre(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("augmentation", ["none", "light", "strong"])
 def test_train_presets_give_input_size(augmentation: str) -> None:
-    preprocessing = SimpleNamespace(
+    preprocessing = Preprocessing(
         input_size=8,
         mean=(0.485, 0.456, 0.406),
         std=(0.229, 0.224, 0.225),

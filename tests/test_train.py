@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lightning as L
@@ -40,6 +41,7 @@ def test_train_writes_checkpoints_metrics_and_tensorboard(train_config, tmp_path
     assert {"train/loss", "val/acc", "val/acc_best", "test/acc"} <= tags
     assert len(events.Scalars("val/acc")) == 2
     assert (out / "csv" / "metrics.csv").is_file()
+    assert json.loads((out / "metrics.json").read_text())["test/acc"] == metrics["test/acc"]
 
 
 def _fit_and_compare(cfg, epochs: int = 2) -> tuple[dict, dict, object]:

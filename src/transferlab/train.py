@@ -16,7 +16,7 @@ from transferlab.strategies.loading import read_checkpoint
 from transferlab.utils.cli import print_config_tree, run_task
 from transferlab.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from transferlab.utils.paths import CONF_DIR
-from transferlab.utils.run_summary import print_run_summary, scalar_metrics
+from transferlab.utils.run_summary import print_run_summary, scalar_metrics, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics.update(scalar_metrics(trainer.callback_metrics))
 
+    write_metrics(metrics, cfg.paths.output_dir)
     print_run_summary(metrics, cfg.paths.output_dir, title=f"{cfg.task_name}: {type(model).__name__}")
     objects = {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
     return metrics, objects

@@ -3,8 +3,8 @@ for every supported network family."""
 
 from transferlab.backbones.base import Backbone, BlockGroup
 from transferlab.backbones.build import backbone_preprocessing, build_backbone
-from transferlab.backbones.preprocessing import Preprocessing
 from transferlab.backbones.registry import available_backbones, register_backbone
+from transferlab.preprocessing import Preprocessing
 
 __all__ = [
     "Backbone",

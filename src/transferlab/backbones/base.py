@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from transferlab.backbones.preprocessing import Preprocessing
+from transferlab.preprocessing import Preprocessing
 
 
 @dataclass

@@ -10,9 +10,9 @@ from typing import Any
 # Imported for its side effect: every family module registers its entries.
 import transferlab.backbones.families  # noqa: F401
 from transferlab.backbones.base import Backbone
-from transferlab.backbones.preprocessing import Preprocessing
 from transferlab.backbones.registry import get_entry
 from transferlab.backbones.weights import WeightsChoice, load_state_checked, read_backbone_state
+from transferlab.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
 

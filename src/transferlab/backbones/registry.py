@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from transferlab.backbones.base import Backbone
-from transferlab.backbones.preprocessing import Preprocessing
 from transferlab.errors import UserError
+from transferlab.preprocessing import Preprocessing
 
 
 class BuildFn(Protocol):

@@ -11,7 +11,6 @@ from transferlab.data.demo import (
 from transferlab.data.folders import SPLITS, FolderLayout, find_layout, list_classes, list_samples
 from transferlab.data.imagefolder import ImageFolderDataModule
 from transferlab.data.images import IMAGE_EXTENSIONS, is_image_file, load_rgb
-from transferlab.data.preprocessing import ImagePreprocessing, PreprocessingLike, as_preprocessing
 from transferlab.data.safe_pickle import NumpyArrayUnpickler, load_pickled_array
 from transferlab.data.splits import read_split, stratified_split, write_split
 from transferlab.data.transforms import AUGMENTATIONS, build_eval_transform, build_train_transform
@@ -24,11 +23,8 @@ __all__ = [
     "SPLITS",
     "FolderLayout",
     "ImageFolderDataModule",
-    "ImagePreprocessing",
     "ImageSampleDataset",
     "NumpyArrayUnpickler",
-    "PreprocessingLike",
-    "as_preprocessing",
     "build_eval_transform",
     "build_train_transform",
     "find_layout",

@@ -13,10 +13,10 @@ from torch.utils.data import DataLoader
 from transferlab.data.dataset import ImageSampleDataset
 from transferlab.data.demo import check_demo, prepare_demo
 from transferlab.data.folders import FolderLayout, find_layout, list_samples
-from transferlab.data.preprocessing import ImagePreprocessing, PreprocessingLike, as_preprocessing
 from transferlab.data.splits import stratified_split, write_split
 from transferlab.data.transforms import build_eval_transform, build_train_transform, check_augmentation
 from transferlab.errors import UserError
+from transferlab.preprocessing import Preprocessing, as_preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class ImageFolderDataModule(L.LightningDataModule):
     def __init__(
         self,
         root: str,
-        preprocessing: PreprocessingLike | Mapping[str, Any] | None = None,
+        preprocessing: Preprocessing | Mapping[str, Any] | None = None,
         batch_size: int = 32,
         num_workers: int = 0,
         pin_memory: bool = False,
@@ -99,18 +99,18 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.train_set: ImageSampleDataset | None = None
         self.val_set: ImageSampleDataset | None = None
         self.test_set: ImageSampleDataset | None = None
-        self._preprocessing: ImagePreprocessing | None = None
+        self._preprocessing: Preprocessing | None = None
         if preprocessing is not None:
             self.set_preprocessing(preprocessing)
 
     # ------------------------------------------------------------------ configuration
 
     @property
-    def preprocessing(self) -> ImagePreprocessing | None:
+    def preprocessing(self) -> Preprocessing | None:
         """The preprocessing in use, or None before :meth:`set_preprocessing`."""
         return self._preprocessing
 
-    def set_preprocessing(self, preprocessing: PreprocessingLike | Mapping[str, Any]) -> None:
+    def set_preprocessing(self, preprocessing: Preprocessing | Mapping[str, Any]) -> None:
         """Use the backbone's preprocessing for the transforms (also on datasets already set up).
 
         Args:

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
-from transferlab.data.preprocessing import ImagePreprocessing, PreprocessingLike, as_preprocessing
 from transferlab.errors import UserError
+from transferlab.preprocessing import Preprocessing, as_preprocessing
 
 AUGMENTATIONS: tuple[str, ...] = ("none", "light", "strong")
 """Training augmentation presets, from none to most."""
@@ -35,7 +35,7 @@ def check_augmentation(augmentation: str) -> str:
     return augmentation
 
 
-def build_eval_transform(preprocessing: PreprocessingLike | Mapping[str, Any]) -> v2.Compose:
+def build_eval_transform(preprocessing: Preprocessing | Mapping[str, Any]) -> v2.Compose:
     """The deterministic transform used for validation, test and prediction.
 
     Resizes the shorter side to ``round(input_size / crop_pct)`` (upsampling images smaller than the
@@ -59,7 +59,7 @@ def build_eval_transform(preprocessing: PreprocessingLike | Mapping[str, Any]) -
 
 
 def build_train_transform(
-    preprocessing: PreprocessingLike | Mapping[str, Any], *, augmentation: str = "light"
+    preprocessing: Preprocessing | Mapping[str, Any], *, augmentation: str = "light"
 ) -> v2.Compose:
     """The random transform used for training.
 
@@ -98,7 +98,7 @@ def build_train_transform(
     return v2.Compose(steps)
 
 
-def _to_normalised_tensor(p: ImagePreprocessing) -> list[Any]:
+def _to_normalised_tensor(p: Preprocessing) -> list[Any]:
     # Geometric steps run on the PIL image (cheaper than on a float tensor); conversion comes last.
     return [
         v2.ToImage(),

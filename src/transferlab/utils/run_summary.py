@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -35,3 +37,17 @@ def scalar_metrics(raw: Mapping[str, object]) -> dict[str, float]:
         except (TypeError, ValueError):
             continue
     return out
+
+
+METRICS_FILE = "metrics.json"
+
+
+@rank_zero_only
+def write_metrics(metrics: Mapping[str, float], output_dir: str | Path) -> Path:
+    """Write the final metrics to ``output_dir/metrics.json`` (read back by multirun summaries)."""
+    path = Path(output_dir) / METRICS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
+    os.replace(tmp, path)
+    return path

@@ -7,9 +7,9 @@ from collections import OrderedDict
 from torch import nn
 
 from transferlab.backbones.base import Backbone
-from transferlab.backbones.preprocessing import Preprocessing
 from transferlab.backbones.registry import register_backbone
 from transferlab.errors import UserError
+from transferlab.preprocessing import Preprocessing
 
 _CHANNELS = (8, 16, 32)
 

@@ -8,9 +8,9 @@ from typing import Any
 from torch import nn
 
 from transferlab.backbones.base import Backbone
-from transferlab.backbones.preprocessing import INTERPOLATIONS, Preprocessing
 from transferlab.backbones.registry import register_backbone
 from transferlab.errors import UserError
+from transferlab.preprocessing import INTERPOLATIONS, Preprocessing
 
 log = logging.getLogger(__name__)
 # Groups with more paths than this get a shortened name.

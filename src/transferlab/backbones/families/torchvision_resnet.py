@@ -11,10 +11,10 @@ import torch
 from torch import Tensor, nn
 
 from transferlab.backbones.base import Backbone
-from transferlab.backbones.preprocessing import Preprocessing
 from transferlab.backbones.registry import register_backbone
 from transferlab.backbones.weights import load_state_checked
 from transferlab.errors import UserError
+from transferlab.preprocessing import Preprocessing
 from transferlab.utils.safe_load import safe_torch_load
 
 

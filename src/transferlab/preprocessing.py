@@ -1,4 +1,8 @@
-"""How images must be prepared for a backbone: input size, normalisation and the eval resize/crop."""
+"""How images must be prepared for a backbone: input size, normalisation and the eval resize/crop.
+
+Backbones declare it; the data transforms and the predict entry point read it; checkpoints store it as a
+plain dict.
+"""
 
 from __future__ import annotations
 
@@ -96,3 +100,16 @@ def _rgb_triple(what: str, value: Any) -> tuple[float, float, float]:
     if len(triple) != 3:
         raise UserError(f"Normalisation {what} must be 3 numbers (R, G, B), got {value!r}.")
     return triple  # type: ignore[return-value]
+
+
+def as_preprocessing(value: Preprocessing | Mapping[str, Any]) -> Preprocessing:
+    """A :class:`Preprocessing` from itself or from a mapping (a dict read from a checkpoint or config).
+
+    Raises:
+        UserError: a required key is missing or a value is invalid.
+    """
+    if isinstance(value, Preprocessing):
+        return value
+    if isinstance(value, Mapping):
+        return Preprocessing.from_dict({str(k): v for k, v in value.items()})
+    raise UserError(f"Expected a preprocessing (input_size, mean, std, ...), got {type(value).__name__}.")
