@@ -6,13 +6,13 @@ import json
 import math
 import os
 import random
-import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from transferlab.data.folders import SPLITS
+from transferlab.data.records import relative_samples, write_json_atomically
 from transferlab.errors import UserError
 
 Sample = tuple[str, int]
@@ -92,31 +92,13 @@ def write_split(
     Returns:
         The path written.
     """
-    path = Path(path)
-    root = Path(root).absolute()
     document: dict[str, Any] = {
         "version": SPLIT_FILE_VERSION,
-        "root": str(root),
+        "root": str(Path(root).absolute()),
         "class_names": list(class_names),
-        "splits": {
-            name: [
-                [Path(os.path.relpath(Path(p).absolute(), root)).as_posix(), int(label)] for p, label in items
-            ]
-            for name, items in split.items()
-        },
+        "splits": {name: relative_samples(items, root) for name, items in split.items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write then rename: several DDP ranks may write the same file, and a reader never sees half of it.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(document, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json_atomically(document, path)
 
 
 def read_split(

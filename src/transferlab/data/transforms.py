@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +14,10 @@ from transferlab.preprocessing import Preprocessing, as_preprocessing
 
 AUGMENTATIONS: tuple[str, ...] = ("none", "light", "strong")
 """Training augmentation presets, from none to most."""
+
+# RandomResizedCrop of the light and strong presets: share of the image area and aspect ratio of a crop.
+_CROP_SCALE = (0.6, 1.0)
+_CROP_RATIO = (3 / 4, 4 / 3)
 
 _INTERPOLATION_MODES = {
     "bilinear": InterpolationMode.BILINEAR,
@@ -86,7 +91,9 @@ def build_train_transform(
         return build_eval_transform(p)
     interpolation = _INTERPOLATION_MODES[p.interpolation]
     steps: list[Any] = [
-        v2.RandomResizedCrop(p.input_size, scale=(0.6, 1.0), interpolation=interpolation, antialias=True),
+        v2.RandomResizedCrop(
+            p.input_size, scale=_CROP_SCALE, ratio=_CROP_RATIO, interpolation=interpolation, antialias=True
+        ),
         v2.RandomHorizontalFlip(),
     ]
     if augmentation == "strong":
@@ -96,6 +103,27 @@ def build_train_transform(
         # After normalisation, erased patches filled with 0 are "average" pixels, not black ones.
         steps.append(v2.RandomErasing(p=0.25, value=0))
     return v2.Compose(steps)
+
+
+def min_decode_size(preprocessing: Preprocessing | Mapping[str, Any], *, augmentation: str = "none") -> int:
+    """The shortest image side a transform needs to never upsample what it keeps.
+
+    Images may be decoded down to this size before the transform (see
+    :func:`~transferlab.data.images.load_rgb`) without changing what the network sees in any visible way.
+
+    Args:
+        preprocessing: the backbone's preprocessing.
+        augmentation: the training preset, or ``"none"`` for the eval transform.
+
+    Returns:
+        ``resize_size`` for the eval transform; for the random-crop presets, the side at which the smallest
+        crop (60% of the area at the extreme aspect ratio) still covers ``input_size`` pixels.
+    """
+    p = as_preprocessing(preprocessing)
+    if check_augmentation(augmentation) == "none":
+        return p.resize_size
+    # A square image of side s gives crops no narrower than s * sqrt(min_scale * min_ratio).
+    return math.ceil(p.input_size / math.sqrt(_CROP_SCALE[0] * _CROP_RATIO[0]))
 
 
 def _to_normalised_tensor(p: Preprocessing) -> list[Any]:
