@@ -6,6 +6,7 @@ ENV_ROOT ?= $(or $(TRANSFERLAB_ENV_ROOT),$(HOME)/.cache/transferlab/envs)
 LOCK_HASH := $(shell sha256sum uv.lock | cut -c1-16)
 ENV := $(ENV_ROOT)/$(LOCK_HASH)
 BIN := $(ENV)/bin
+PROJECT_STAMP := $(ENV)/.installed-$(shell printf '%s' "$(CURDIR)" | sha256sum | cut -c1-8)-$(shell sha256sum pyproject.toml | cut -c1-8)
 ARGS ?=
 PY_DIRS := $(wildcard src tests benchmarks)
 
@@ -28,9 +29,11 @@ $(ENV)/.complete:
 	touch "$@"
 
 env: $(ENV)/.complete  ## create the environment if missing and install this clone into it
+	@# (Re)install when the environment points at another clone or pyproject.toml changed (console scripts).
 	@"$(BIN)/python" -c "import pathlib, sys, transferlab; \
 	  sys.exit(pathlib.Path(transferlab.__file__).resolve().parents[1] != pathlib.Path('src').resolve())" \
-	  2>/dev/null || "$(BIN)/pip" install --quiet --no-deps --no-build-isolation -e .
+	  2>/dev/null && test -f "$(PROJECT_STAMP)" || { \
+	  "$(BIN)/pip" install --quiet --no-deps --no-build-isolation -e . && touch "$(PROJECT_STAMP)"; }
 
 train: env  ## train the default experiment (pretrained EfficientNet-Lite0 on Animal-MNIST silhouettes)
 	"$(BIN)/transferlab-train" $(ARGS)
@@ -49,8 +52,13 @@ format: env  ## apply ruff fixes and formatting
 	"$(BIN)/ruff" check --fix $(PY_DIRS)
 	"$(BIN)/ruff" format $(PY_DIRS)
 
-tensorboard: env  ## open TensorBoard on logs/
-	"$(BIN)/tensorboard" --logdir logs $(ARGS)
+sweep: env  ## Optuna search (conf/hparams_search/optuna.yaml); ARGS="hydra.sweeper.n_trials=50 ..."
+	"$(BIN)/transferlab-train" hparams_search=optuna $(ARGS)
+
+# every run and multirun job of the training task lives under logs/train: one TensorBoard compares them
+TB_LOGDIR ?= logs/train
+tensorboard: env  ## open TensorBoard on logs/train (TB_LOGDIR=... elsewhere; ARGS="--port 6007")
+	"$(BIN)/tensorboard" --logdir $(TB_LOGDIR) $(ARGS)
 
 lock: env  ## re-resolve uv.lock after editing dependencies in pyproject.toml
 	"$(BIN)/uv" lock

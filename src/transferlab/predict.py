@@ -11,7 +11,7 @@ import torch
 from omegaconf import DictConfig
 from rich.progress import Progress
 
-from transferlab.data import build_eval_transform, is_image_file, load_rgb
+from transferlab.data import build_eval_transform, is_image_file, load_rgb, min_decode_size
 from transferlab.errors import UserError
 from transferlab.strategies.loading import load_module_from_checkpoint
 from transferlab.utils.cli import run_task
@@ -42,13 +42,14 @@ def predict(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     """Classify every image of ``cfg.input`` with the checkpoint's model; write and return the rows."""
     model = load_module_from_checkpoint(cfg.ckpt_path)
     transform = build_eval_transform(model.preprocessing)
+    decode_size = min_decode_size(model.preprocessing)  # large JPEGs decode at reduced size: faster
     files = list_input_images(cfg.input)
     rows: list[dict[str, Any]] = []
     with Progress(transient=True) as progress:
         task = progress.add_task("Predicting", total=len(files))
         for start in range(0, len(files), cfg.batch_size):
             chunk = files[start : start + cfg.batch_size]
-            batch = torch.stack([transform(load_rgb(p)) for p in chunk])
+            batch = torch.stack([transform(load_rgb(p, min_size=decode_size)) for p in chunk])
             probabilities, indices = model(batch).softmax(dim=1).max(dim=1)
             for path, prob, index in zip(chunk, probabilities.tolist(), indices.tolist(), strict=True):
                 rows.append(
