@@ -14,6 +14,7 @@ from transferlab.backbones import backbone_preprocessing
 from transferlab.strategies.base import plain
 from transferlab.strategies.loading import read_checkpoint
 from transferlab.utils.cli import print_config_tree, run_task
+from transferlab.utils.hparams import log_final_hparams
 from transferlab.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from transferlab.utils.paths import CONF_DIR
 from transferlab.utils.run_summary import print_run_summary, scalar_metrics, write_metrics
@@ -37,14 +38,18 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     datamodule = instantiate(cfg.data)
     preprocessing_args = {k: v for k, v in backbone_cfg.items() if k != "weights"}
     datamodule.set_preprocessing(backbone_preprocessing(**preprocessing_args))
-    datamodule.prepare_data()  # writes the demo data on first use, so the class names are known
+    datamodule.prepare_data()  # writes the demo data on first use
+    datamodule.setup("fit")  # finds the classes and counts the training images per class
 
-    model = instantiate(cfg.model, backbone=backbone_cfg, class_names=datamodule.class_names)
+    model = instantiate(
+        cfg.model,
+        backbone=backbone_cfg,
+        class_names=datamodule.class_names,
+        class_counts=datamodule.class_counts,
+    )
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    for logger in loggers:
-        logger.log_hyperparams(_flat_config(cfg))
 
     if cfg.get("train", True):
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -59,6 +64,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics.update(scalar_metrics(trainer.callback_metrics))
 
+    log_final_hparams(trainer.loggers, _flat_config(cfg), metrics)  # TensorBoard's hparams view
     write_metrics(metrics, cfg.paths.output_dir)
     print_run_summary(metrics, cfg.paths.output_dir, title=f"{cfg.task_name}: {type(model).__name__}")
     objects = {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from transferlab.backbones import Backbone, build_backbone
 from transferlab.errors import UserError
@@ -52,6 +52,7 @@ class TransferModule(L.LightningModule):
         optimizer: Mapping[str, Any],
         scheduler: Mapping[str, Any] | None = None,
         frozen_bn_eval: bool = True,
+        freeze_batchnorm: bool = False,
     ) -> None:
         super().__init__()
         if len(class_names) < 2:
@@ -62,6 +63,12 @@ class TransferModule(L.LightningModule):
         self.scheduler_cfg = plain(scheduler)
         self.frozen_bn_eval = frozen_bn_eval
         self._frozen_modules: list[nn.Module] = []
+        # With freeze_batchnorm every BatchNorm layer keeps its running statistics, trainable blocks too.
+        self._always_eval: list[nn.Module] = (
+            [m for m in self.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+            if freeze_batchnorm
+            else []
+        )
         self._make_metrics(len(self.class_names))
 
     # ----------------------------------------------------------------- freezing
@@ -88,8 +95,8 @@ class TransferModule(L.LightningModule):
     def train(self, mode: bool = True) -> TransferModule:
         """Set train/eval mode, keeping frozen backbone blocks in eval mode (BatchNorm stats stay fixed)."""
         super().train(mode)
-        if mode and self.frozen_bn_eval:
-            for module in self._frozen_modules:
+        if mode:
+            for module in (self._frozen_modules if self.frozen_bn_eval else []) + self._always_eval:
                 module.eval()
         return self
 
@@ -117,6 +124,8 @@ class TransferModule(L.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_f1 = MulticlassF1Score(num_classes, average="macro")
         self.test_f1 = MulticlassF1Score(num_classes, average="macro")
+        self.val_confusion = MulticlassConfusionMatrix(num_classes)
+        self.last_val_confusion: torch.Tensor | None = None
         self.val_acc_best = MaxMetric()
         # Part of the checkpoint, so a resumed run keeps the best accuracy seen before.
         self.val_acc_best.persistent(True)
@@ -138,8 +147,13 @@ class TransferModule(L.LightningModule):
             f1 = getattr(self, f"{stage}_f1")
             f1(preds, y)
             self.log(f"{stage}/f1_macro", f1, on_step=False, on_epoch=True)
+        if stage == "val":
+            self.val_confusion.update(preds, y)
 
     def on_validation_epoch_end(self) -> None:
+        # Read by the image-logging callback (rows: true class, columns: predicted class).
+        self.last_val_confusion = self.val_confusion.compute().cpu()
+        self.val_confusion.reset()
         if self.trainer.sanity_checking:  # the sanity check must not count towards the best accuracy
             return
         self.val_acc_best(self.val_acc.compute())

@@ -5,16 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-
-from transferlab.errors import UserError
-from transferlab.optim import build_param_groups
-from transferlab.strategies.base import TransferModule, plain
-from transferlab.strategies.heads import build_head
+from transferlab.strategies.base import plain
+from transferlab.strategies.classifier import ClassifierModule
 
 
-class FineTuneClassifier(TransferModule):
+class FineTuneClassifier(ClassifierModule):
     """Classifier = pretrained backbone + new head, trained with discriminative learning rates.
 
     Args:
@@ -24,13 +19,17 @@ class FineTuneClassifier(TransferModule):
         scheduler: ``_partial_`` scheduler config taking ``(optimizer, total_steps)``, or None.
         trainable_blocks: 0 = frozen backbone (linear probe), N = last N block groups, ``"all"``.
         lr: head learning rate.
-        backbone_lr_factor: backbone rate relative to the head.
+        backbone_lr_factor: backbone rate relative to the head (discriminative learning rate).
         layer_decay: rate multiplier per block going down from the top trainable block.
         weight_decay: decay of weights (norms and biases get none).
         head_hidden_dim: hidden width of an MLP head (None = linear head).
         head_dropout: dropout in the head.
-        label_smoothing: cross-entropy label smoothing.
+        label_smoothing: cross-entropy label smoothing (training only).
+        class_counts: training images per class (given by the training entry point).
+        class_weighted_loss: weight the loss by inverse class frequency.
         frozen_bn_eval: keep frozen blocks in eval mode so BatchNorm statistics do not move.
+        freeze_batchnorm: keep every BatchNorm layer of the backbone in eval mode, trainable blocks too
+            (their scale and shift still train; useful with small batches).
     """
 
     def __init__(
@@ -47,49 +46,20 @@ class FineTuneClassifier(TransferModule):
         head_hidden_dim: int | None = None,
         head_dropout: float = 0.0,
         label_smoothing: float = 0.0,
+        class_counts: list[int] | None = None,
+        class_weighted_loss: bool = False,
         frozen_bn_eval: bool = True,
+        freeze_batchnorm: bool = False,
     ) -> None:
-        super().__init__(backbone, class_names, optimizer, scheduler, frozen_bn_eval)
-        if lr <= 0 or backbone_lr_factor < 0 or not 0 < layer_decay <= 1:
-            raise UserError(
-                f"Bad learning rates: lr={lr} must be > 0, backbone_lr_factor={backbone_lr_factor} >= 0, "
-                f"layer_decay={layer_decay} in (0, 1]."
-            )
-        # save_hyperparameters reads the current values of the arguments: store plain containers.
-        backbone, class_names = plain(backbone), plain(class_names)
+        # save_hyperparameters reads the arguments' current values: make them plain containers first.
+        backbone, class_names, class_counts = plain(backbone), plain(class_names), plain(class_counts)
         optimizer, scheduler = plain(optimizer), plain(scheduler)
+        super().__init__(
+            backbone, class_names, optimizer, scheduler, lr=lr, backbone_lr_factor=backbone_lr_factor,
+            layer_decay=layer_decay, weight_decay=weight_decay, head_hidden_dim=head_hidden_dim,
+            head_dropout=head_dropout, label_smoothing=label_smoothing, class_counts=class_counts,
+            class_weighted_loss=class_weighted_loss, frozen_bn_eval=frozen_bn_eval,
+            freeze_batchnorm=freeze_batchnorm,
+        )  # fmt: skip
         self.save_hyperparameters()
-        self.head = build_head(self.backbone.feature_dim, len(class_names), head_hidden_dim, head_dropout)
         self.freeze_backbone(trainable_blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
-
-    def param_groups(self) -> list[dict]:
-        groups = self.backbone.block_groups()
-        trainable = [(g.name, g.modules) for g in groups if any(p.requires_grad for p in g.parameters())]
-        hp = self.hparams
-        return build_param_groups(
-            self.head, trainable, hp.lr, hp.backbone_lr_factor, hp.layer_decay, hp.weight_decay
-        )
-
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
-        x, y = batch
-        logits = self(x)
-        smoothing = self.hparams.label_smoothing if stage == "train" else 0.0
-        loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
-        self.log_classification(stage, loss, logits, y)
-        return loss
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
-
-    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x = batch[0] if isinstance(batch, list | tuple) else batch
-        return self(x).softmax(dim=1)
