@@ -1,0 +1,5 @@
+"""Lightning callbacks of transferlab (``callbacks.<name>._target_: transferlab.callbacks.<Class>``)."""
+
+from transferlab.callbacks.performance import PerformanceTuning
+
+__all__ = ["PerformanceTuning"]
