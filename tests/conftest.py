@@ -16,7 +16,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+import transferlab
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = str(ROOT / "conf")
+
+# The environment is shared between clones: make sure the code under test is this clone's.
+if Path(transferlab.__file__).resolve().parents[2] != ROOT:
+    pytest.exit(f"transferlab is imported from {transferlab.__file__}, not from {ROOT}: run `make env`.", 2)
 CLASSES = ("circle", "cross", "square")
 
 # Overrides that make any train run tiny: the small CNN, one epoch, one process, no progress bars.

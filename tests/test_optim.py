@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from hydra.utils import instantiate
 from torch import nn
 
+from tests.conftest import CONF_DIR, compose_config
 from transferlab.errors import UserError
 from transferlab.optim import build_param_groups, cosine_with_warmup, one_cycle
 
@@ -68,3 +72,25 @@ def test_one_cycle_peaks_at_each_groups_rate() -> None:
 def test_bad_fraction_is_a_user_error() -> None:
     with pytest.raises(UserError, match="warmup_fraction"):
         cosine_with_warmup(_optimizer(), total_steps=10, warmup_fraction=1.5)
+
+
+def test_step_decay_multiplies_at_fractional_milestones() -> None:
+    from transferlab.optim import step_decay
+
+    rates = _rates(step_decay(_optimizer(), total_steps=100, milestones=(0.5, 0.75), gamma=0.1), 100)
+    assert rates[49][0] == pytest.approx(1.0)
+    assert rates[50][0] == pytest.approx(0.1)
+    assert rates[75][0] == pytest.approx(0.01)
+    assert rates[99][1] == pytest.approx(0.001)
+
+
+SCHEDULERS = sorted(p.stem for p in (Path(CONF_DIR) / "model" / "scheduler").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", SCHEDULERS)
+def test_every_scheduler_config_builds_from_the_trainers_step_count(name: str, tmp_path: Path) -> None:
+    cfg = compose_config("train", [f"model/scheduler={name}"], tmp_path)
+    scheduler = instantiate(cfg.model.scheduler)(_optimizer(), total_steps=40)
+    rates = _rates(scheduler, 40)
+    assert all(r[1] == pytest.approx(r[0] * 0.1) for r in rates)  # groups keep their ratio
+    assert max(r[0] for r in rates) <= 1.0 + 1e-6

@@ -32,22 +32,24 @@ def _job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def test_multirun_jobs_share_one_folder_with_tensorboard_and_summary(tiny_data: Path, tmp_path: Path) -> None:
-    result = _sweep(tiny_data, tmp_path, "-m", "model.lr=0.001,0.01")
+    # a k-fold cross-validation is the typical basic multirun: one job per fold, mean ± std at the end
+    result = _sweep(tiny_data, tmp_path, "-m", "data.num_folds=2", "data.fold=0,1")
     # the default sweep folder: logs/train/multiruns/<timestamp>/<job number>
     (sweep_dir,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
     jobs = _job_dirs(sweep_dir)
     assert [j.name for j in jobs] == ["0", "1"]
     for job in jobs:  # one `tensorboard --logdir <sweep dir>` sees both
         assert list((job / "tensorboard").glob("events.out.tfevents.*"))
+        assert (job / "folds.json").is_file()
 
     summary = json.loads((sweep_dir / "summary.json").read_text())
     best = summary["metrics"]["val/acc_best"]
     values = [json.loads((j / "metrics.json").read_text())["val/acc_best"] for j in jobs]
     assert best["n"] == 2 and best["min"] == min(values) and best["max"] == max(values)
     assert best["mean"] == pytest.approx(sum(values) / 2)
-    assert sorted(o for job in summary["jobs"] for o in job["overrides"] if o.startswith("model.lr")) == [
-        "model.lr=0.001",
-        "model.lr=0.01",
+    assert sorted(o for job in summary["jobs"] for o in job["overrides"] if o.startswith("data.fold")) == [
+        "data.fold=0",
+        "data.fold=1",
     ]
     assert f"val/acc_best: {best['mean']:.4f} ± {best['std']:.4f} over 2 jobs" in result.stdout
 

@@ -14,7 +14,7 @@ from rich.progress import Progress
 from transferlab.data import build_eval_transform, is_image_file, load_rgb, min_decode_size
 from transferlab.errors import UserError
 from transferlab.strategies.loading import load_module_from_checkpoint
-from transferlab.utils.cli import run_task
+from transferlab.utils.cli import print_config_tree, run_task
 from transferlab.utils.paths import CONF_DIR
 
 CSV_COLUMNS = ("path", "predicted_class", "probability")
@@ -69,6 +69,7 @@ def predict(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
 def main(cfg: DictConfig) -> None:
     """Console script ``transferlab-predict``."""
+    print_config_tree(cfg, order=("ckpt_path", "input", "output", "batch_size"))
     run_task(predict, cfg)
 
 

@@ -8,6 +8,7 @@ Each factory takes the optimizer and ``total_steps`` (the module passes
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
@@ -41,6 +42,16 @@ def cosine_with_warmup(
         return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return LambdaLR(optimizer, factor)
+
+
+def step_decay(
+    optimizer: Optimizer, total_steps: int, milestones: Sequence[float] = (0.5, 0.75), gamma: float = 0.1
+) -> LRScheduler:
+    """Multiply every group's rate by ``gamma`` at each milestone (fractions of the training steps)."""
+    for milestone in milestones:
+        _check_fraction("milestones", milestone)
+    steps = sorted(int(total_steps * m) for m in milestones)
+    return LambdaLR(optimizer, lambda step: gamma ** sum(step >= s for s in steps))
 
 
 def one_cycle(optimizer: Optimizer, total_steps: int, pct_start: float = 0.3) -> LRScheduler:
