@@ -167,6 +167,23 @@ def test_ddp_sim_run_matches_a_single_process_run(
 
 
 @pytest.mark.slow
+def test_single_ddp_run_with_the_popen_launcher_writes_one_folder(tiny_data: Path, tmp_path: Path) -> None:
+    # trainer=ddp outside a multirun re-runs the command once per extra rank (popen): same CPU path here.
+    overrides = [
+        *FAST_OVERRIDES,
+        f"data.root={tiny_data}",
+        "trainer=ddp_sim",
+        "trainer.strategy.start_method=popen",
+    ]
+    result = run_cli("transferlab.train", *overrides, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = list((tmp_path / "logs" / "train" / "runs").iterdir())
+    assert len(runs) == 1, runs
+    assert {p.name for p in tmp_path.iterdir()} <= {"logs", ".cache"}
+    assert (runs[0] / "metrics.json").is_file() and (runs[0] / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.slow
 def test_multirun_of_ddp_sim_runs_finishes(tiny_data: Path, tmp_path: Path) -> None:
     # Each job starts 2 processes; with Lightning's popen launcher they would re-run `-m ...` (the sweep).
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
