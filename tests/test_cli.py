@@ -122,3 +122,22 @@ def test_missing_data_root_is_one_clear_message(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert str(missing) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_predict_skips_unreadable_images_and_says_so(
+    trained_run: Path, tiny_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.conftest import compose_config
+    from transferlab.predict import predict
+
+    folder = tmp_path / "photos"
+    shutil.copytree(tiny_data / "test" / "circle", folder)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    cfg = compose_config(
+        "predict",
+        [f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}", f"input={folder}", "batch_size=3"],
+        tmp_path / "out",
+    )
+    rows, output = predict(cfg)
+    assert len(rows) == 4 and output.is_file()
+    assert "Skipped 1 unreadable image(s)" in caplog.text and "broken.png" in caplog.text
