@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import RandomSampler, SequentialSampler
+from torch.utils.data import SequentialSampler
 
 from transferlab.data import (
     IMAGE_EXTENSIONS,
+    EpochSampler,
     ImageFolderDataModule,
     build_eval_transform,
     build_train_transform,
@@ -334,7 +335,7 @@ def test_datamodule_loader_settings(tmp_path: Path) -> None:
     dm = ImageFolderDataModule(str(root), preprocessing=PRE, batch_size=4, num_workers=0)
     dm.setup()
     train, val = dm.train_dataloader(), dm.val_dataloader()
-    assert isinstance(train.sampler, RandomSampler) and isinstance(val.sampler, SequentialSampler)
+    assert isinstance(train.sampler, EpochSampler) and isinstance(val.sampler, SequentialSampler)
     assert not train.persistent_workers and not train.drop_last
     dm_workers = ImageFolderDataModule(str(root), preprocessing=PRE, num_workers=1, pin_memory=True)
     dm_workers.setup()

@@ -15,7 +15,6 @@ from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from PIL import Image
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-from torch.utils.data import RandomSampler, WeightedRandomSampler
 
 from transferlab.data import ImageFolderDataModule, balanced_sampler
 from transferlab.data.class_counts import TENSORBOARD_TAG
@@ -85,14 +84,16 @@ def test_balanced_sampling_draws_classes_equally(tmp_path: Path) -> None:
     root = _unbalanced(tmp_path / "d")
     plain = ImageFolderDataModule(str(root), preprocessing=PRE)
     plain.setup("fit")
-    assert isinstance(plain.train_dataloader().sampler, RandomSampler)
+    assert plain.train_dataloader().sampler.weights is None  # a plain shuffle
     dm = ImageFolderDataModule(str(root), preprocessing=PRE, balanced_sampling=True, batch_size=5)
     dm.setup("fit")
     loader = dm.train_dataloader()
-    assert isinstance(loader.sampler, WeightedRandomSampler) and len(loader.sampler) == 15
+    assert loader.sampler.weights is not None and len(loader.sampler) == 15
     assert dm.train_set is not None
-    torch.manual_seed(0)
-    drawn = Counter(dm.train_set.targets[i] for _ in range(200) for i in loader.sampler)
+    drawn = Counter()
+    for epoch in range(200):
+        loader.sampler.set_epoch(epoch)
+        drawn.update(dm.train_set.targets[i] for i in loader.sampler)
     assert abs(drawn[1] / (drawn[0] + drawn[1]) - 0.5) < 0.03  # 3 of 15 images, but half the draws
 
 
@@ -125,3 +126,17 @@ def test_balanced_sampling_without_lightnings_distributed_sampler_is_refused(tmp
         UserError, match=r"balanced_sampling=true on several devices.*use_distributed_sampler"
     ):
         dm.setup("fit")
+
+
+def test_epoch_order_depends_on_seed_and_epoch_only() -> None:
+    from transferlab.data import EpochSampler
+
+    def order(seed: int, epoch: int) -> list[int]:
+        sampler = EpochSampler(20, seed)
+        torch.manual_seed(epoch * 7 + 123)  # whatever the global generator holds: no effect
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    assert order(1, 3) == order(1, 3)
+    assert sorted(order(1, 3)) == list(range(20))
+    assert order(1, 3) != order(1, 4) and order(1, 3) != order(2, 3)

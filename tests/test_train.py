@@ -114,3 +114,39 @@ def test_resume_continues_at_the_right_epoch_with_optimizer_state(train_config, 
     assert len(events.Scalars("val/acc")) == 1
     first_best = EventAccumulator(str(Path(first.paths.output_dir) / "tensorboard")).Reload()
     assert events.Scalars("val/acc_best")[0].value >= max(e.value for e in first_best.Scalars("val/acc"))
+
+
+class StopAfterEpoch(L.Callback):
+    """Ends training after ``epoch`` as an interruption would (the schedule still spans max_epochs)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            trainer.should_stop = True
+
+
+def test_interrupted_and_resumed_run_ends_with_the_same_weights_as_an_unbroken_one(
+    train_config, tmp_path: Path
+) -> None:
+    # Shuffling, augmentation and dropout all draw random numbers every epoch.
+    same = ["data.augmentation=light", "model.head_dropout=0.3", "test=false", "trainer.max_epochs=3"]
+    unbroken = train_config(*same, output_dir=tmp_path / "unbroken")
+    train(unbroken)
+    stopper = ["+callbacks.stop._target_=tests.test_train.StopAfterEpoch", "+callbacks.stop.epoch=1"]
+    interrupted = train_config(*same, *stopper, output_dir=tmp_path / "interrupted")
+    train(interrupted)
+    last = Path(interrupted.paths.output_dir) / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 1
+    resumed = train_config(*same, f"ckpt_path={last}", output_dir=tmp_path / "resumed")
+    train(resumed)
+
+    def weights(cfg) -> dict[str, torch.Tensor]:
+        path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        return torch.load(path, weights_only=True)["state_dict"]
+
+    expected, got = weights(unbroken), weights(resumed)
+    assert expected.keys() == got.keys()
+    changed = [k for k in expected if not torch.equal(expected[k], got[k])]
+    assert not changed, changed[:5]

@@ -1,5 +1,6 @@
 """Lightning callbacks of transferlab (``callbacks.<name>._target_: transferlab.callbacks.<Class>``)."""
 
+from transferlab.callbacks.image_logging import ValidationImageLogger
 from transferlab.callbacks.performance import PerformanceTuning
 
-__all__ = ["PerformanceTuning"]
+__all__ = ["PerformanceTuning", "ValidationImageLogger"]

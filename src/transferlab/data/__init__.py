@@ -22,7 +22,7 @@ from transferlab.data.images import (
     open_image,
 )
 from transferlab.data.safe_pickle import NumpyArrayUnpickler, load_pickled_array
-from transferlab.data.sampling import balanced_sampler
+from transferlab.data.sampling import EpochSampler, balanced_sampler
 from transferlab.data.scan import ScanReport, check_image, scan_samples
 from transferlab.data.splits import read_split, stratified_split, write_split
 from transferlab.data.transforms import (
@@ -39,6 +39,7 @@ __all__ = [
     "DEMOS",
     "IMAGE_EXTENSIONS",
     "SPLITS",
+    "EpochSampler",
     "FolderLayout",
     "ImageFolderDataModule",
     "ImageSampleDataset",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from transferlab.data.demo import check_demo, prepare_demo
 from transferlab.data.folders import FolderLayout, find_layout, list_samples
 from transferlab.data.folds import check_fold_args, fold_split, stratified_folds, write_folds
 from transferlab.data.images import DEFAULT_MAX_IMAGE_PIXELS
-from transferlab.data.sampling import balanced_sampler
+from transferlab.data.sampling import EpochSampler, balanced_sampler
 from transferlab.data.scan import report_unreadable, scan_samples
 from transferlab.data.splits import Sample, stratified_split, write_split
 from transferlab.data.transforms import (
@@ -82,6 +83,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         fold: the fold used for validation when ``num_folds`` is set, in ``[0, K)``.
         max_image_pixels: largest accepted ``width * height`` of an image (Pillow's decompression-bomb
             guard, whose default this is); None turns the check off.
+        shuffle_seed: seed of the training order; each epoch's order depends on it and the epoch only
+            (:class:`~transferlab.data.sampling.EpochSampler`), so a resumed run continues exactly.
 
     Raises:
         UserError: an argument is invalid (checked here, before any training starts).
@@ -107,6 +110,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         num_folds: int | None = None,
         fold: int = 0,
         max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+        shuffle_seed: int | None = 0,
     ) -> None:
         super().__init__()
         if not root:
@@ -144,6 +148,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.num_folds = num_folds
         self.fold = fold
         self.max_image_pixels = max_image_pixels
+        # None (a run without a seed): a fresh random seed, so epochs still differ from run to run.
+        self.shuffle_seed = int(shuffle_seed) if shuffle_seed is not None else random.randrange(2**31)
         self._layout: FolderLayout | None = None
         self._counts_logged = False
         self._counts_in_tensorboard = False
@@ -243,10 +249,13 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled (or class-balanced) batches of ``(images, class_indices)`` for training."""
-        sampler = None
-        if self.balanced_sampling and self.train_set is not None:
-            sampler = balanced_sampler(self.train_set.targets, self.class_counts)
-        return self._loader(self.train_set, "train", shuffle=sampler is None, sampler=sampler)
+        if self.train_set is None:
+            return self._loader(None, "train", shuffle=False)
+        if self.balanced_sampling:
+            sampler = balanced_sampler(self.train_set.targets, self.class_counts, seed=self.shuffle_seed)
+        else:
+            sampler = EpochSampler(len(self.train_set), seed=self.shuffle_seed)
+        return self._loader(self.train_set, "train", shuffle=False, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         """Batches of the validation set, in a fixed order."""
