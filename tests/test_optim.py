@@ -94,3 +94,14 @@ def test_every_scheduler_config_builds_from_the_trainers_step_count(name: str, t
     rates = _rates(scheduler, 40)
     assert all(r[1] == pytest.approx(r[0] * 0.1) for r in rates)  # groups keep their ratio
     assert max(r[0] for r in rates) <= 1.0 + 1e-6
+
+
+def test_head_is_linear_for_no_hidden_width_and_an_mlp_otherwise() -> None:
+    from transferlab.strategies.heads import build_head
+
+    for hidden in (None, 0):
+        assert [type(m) for m in build_head(8, 3, hidden)] == [nn.Dropout, nn.Linear]
+    mlp = build_head(8, 3, 16, dropout=0.5)
+    assert mlp(torch.zeros(2, 8)).shape == (2, 3) and mlp[0].out_features == 16
+    with pytest.raises(UserError, match="head_hidden_dim"):
+        build_head(8, 3, -4)

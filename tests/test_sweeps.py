@@ -81,6 +81,15 @@ def test_optuna_config_composes_with_tpe_and_maximize(tmp_path: Path) -> None:
     assert cfg.optimized_metric == "val/acc_best"
 
 
+def test_feature_extraction_search_space_covers_only_head_settings(tmp_path: Path) -> None:
+    overrides = ["model=feature_extraction", "hparams_search=optuna_feature_extraction"]
+    cfg = compose_config("train", overrides, tmp_path)
+    params = set(cfg.hydra.sweeper.params)
+    assert "model.lr" in params and "model.head_hidden_dim" in params
+    assert all(name.removeprefix("model.") in cfg.model for name in params)  # options of that model only
+    assert cfg.hydra.sweeper.direction == "maximize"
+
+
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tiny_data: Path, tmp_path: Path) -> None:
     sweep_dir = tmp_path / "joblib"
     result = _sweep(
