@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -144,6 +145,23 @@ def _metric_names(run_dir: Path) -> set[str]:
     return set(json.loads((run_dir / "metrics.json").read_text()))
 
 
+# Seen once in about 20 runs on 2 loaded cores: a gloo worker process aborts in C++ while exiting after
+# fit ("terminate called without an active exception"), a teardown race below Lightning and transferlab.
+# Only that exact crash is retried, once, in a fresh folder, and the retry is reported as a warning.
+UPSTREAM_EXIT_CRASH = "terminate called without an active exception"
+
+
+def _run_ddp_sim(overrides: list[str], tmp_path: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    for attempt in range(2):
+        work = tmp_path / f"ddp{attempt}"
+        work.mkdir()
+        result = run_cli("transferlab.train", *overrides, "trainer=ddp_sim", cwd=work)
+        if result.returncode == 0 or UPSTREAM_EXIT_CRASH not in result.stderr:
+            break
+        warnings.warn(f"ddp_sim worker crashed at exit ({UPSTREAM_EXIT_CRASH}); retrying once", stacklevel=2)
+    return work, result
+
+
 @pytest.mark.parametrize(
     "model", [m if m in FAST_MODELS else pytest.param(m, marks=pytest.mark.slow) for m in MODELS]
 )
@@ -154,9 +172,7 @@ def test_ddp_sim_run_matches_a_single_process_run(
     single = train_config(f"model={model}", "trainer.max_epochs=2", output_dir=tmp_path / "single")
     train(single)
 
-    work = tmp_path / "ddp"
-    work.mkdir()
-    result = run_cli("transferlab.train", *overrides, "trainer=ddp_sim", cwd=work)
+    work, result = _run_ddp_sim(overrides, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Starting with 2 processes" in result.stderr + result.stdout
     runs = list((work / "logs" / "train" / "runs").iterdir())
