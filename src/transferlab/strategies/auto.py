@@ -78,5 +78,4 @@ def auto_strategy(
             what = "fine-tuning every block"
         module = FineTuneClassifier(**common, trainable_blocks=blocks, **plain(finetune or {}))
     log.info("model=auto chose %s: %s.", what, reason)
-    module.auto_choice = {"strategy": choice, "reason": reason}
     return module
