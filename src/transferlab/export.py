@@ -8,7 +8,6 @@ writing, the file is run once on a random batch and compared with the PyTorch mo
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from torch import Tensor, nn
 from transferlab.errors import UserError
 from transferlab.preprocessing import Preprocessing, as_preprocessing
 from transferlab.strategies.loading import load_module_from_checkpoint
+from transferlab.utils.atomic import write_json_atomically
 from transferlab.utils.cli import print_config_tree, run_task
 from transferlab.utils.paths import CONF_DIR
 
@@ -187,7 +187,7 @@ def export_model(
         "source": source,
         "max_abs_diff": diff,
     }
-    _write_json_atomic(sidecar, sidecar_path(output))
+    write_json_atomically(sidecar, sidecar_path(output))
     return sidecar
 
 
@@ -212,15 +212,6 @@ def export(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
         f"{sidecar['max_abs_diff']:.2g}) and its description to {sidecar_path(output).resolve()}"
     )
     return output, sidecar
-
-
-def _write_json_atomic(data: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _require(*modules: str) -> None:

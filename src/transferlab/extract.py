@@ -28,6 +28,7 @@ from transferlab.errors import UserError
 from transferlab.predict import list_input_images
 from transferlab.strategies.base import plain
 from transferlab.strategies.loading import load_module_from_checkpoint
+from transferlab.utils.atomic import torch_save_atomically
 from transferlab.utils.cli import print_config_tree, run_task
 from transferlab.utils.paths import CONF_DIR
 
@@ -181,17 +182,6 @@ def load_backbone(cfg: DictConfig) -> tuple[Backbone, dict[str, Any]]:
     return backbone, {**description, "preprocessing": backbone.preprocessing.to_dict()}
 
 
-def save_atomic(obj: Any, output: Path) -> None:
-    """``torch.save`` to a temporary file beside ``output``, then rename it: never a half-written file."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def extract(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
     """Embed every image of ``cfg.input``; write and return the result dict and its path."""
     if not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
@@ -218,7 +208,7 @@ def extract(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
         "backbone": description,
     }
     output = Path(cfg.output)
-    save_atomic(result, output)
+    torch_save_atomically(result, output)
     print(
         f"Wrote {tuple(result['features'].shape)} features of {len(images.paths)} images to "
         f"{output.resolve()}"

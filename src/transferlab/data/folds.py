@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from transferlab.data.records import relative_samples, write_json_atomically
+from transferlab.data.records import relative_samples, write_record
 from transferlab.errors import UserError
 
 Sample = tuple[str, int]
@@ -142,7 +142,7 @@ def write_folds(
         "folds": [relative_samples(part, root) for part in folds],
         "test": relative_samples(test, root),
     }
-    return write_json_atomically(document, path)
+    return write_record(document, path)
 
 
 def read_folds(path: str | os.PathLike[str]) -> tuple[list[list[Sample]], dict[str, Any]]:

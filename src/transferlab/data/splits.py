@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from transferlab.data.folders import SPLITS
-from transferlab.data.records import relative_samples, write_json_atomically
+from transferlab.data.records import relative_samples, write_record
 from transferlab.errors import UserError
 
 Sample = tuple[str, int]
@@ -98,7 +98,7 @@ def write_split(
         "class_names": list(class_names),
         "splits": {name: relative_samples(items, root) for name, items in split.items()},
     }
-    return write_json_atomically(document, path)
+    return write_record(document, path)
 
 
 def read_split(

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from transferlab.data import build_eval_transform
 from transferlab.data.dataset import ImageSampleDataset
 from transferlab.preprocessing import Preprocessing
+from transferlab.utils.atomic import torch_save_atomically
 from transferlab.utils.safe_load import safe_torch_load
 
 log = logging.getLogger(__name__)
@@ -115,9 +116,6 @@ def cached_features(
             return FeatureDataset(stored["features"], dataset.samples, dataset.class_names)
     plain = ImageSampleDataset(dataset.samples, dataset.class_names, build_eval_transform(preprocessing))
     features = compute_features(backbone, plain, batch_size, num_workers, device, label)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"key": key, "features": features}, tmp)
-    os.replace(tmp, path)
+    torch_save_atomically({"key": key, "features": features}, path)
     log.info("Stored %d %s features in %s", len(features), label, path)
     return FeatureDataset(features, dataset.samples, dataset.class_names)

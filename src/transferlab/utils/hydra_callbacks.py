@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from transferlab.utils.atomic import write_json_atomically
 from transferlab.utils.run_summary import METRICS_FILE
 
 log = logging.getLogger(__name__)
@@ -83,10 +83,7 @@ class MultirunSummary(Callback):
         stats = summarize(jobs)
         metric = self.metric or config.get("optimized_metric") or DEFAULT_METRIC
         summary = {"sweep_dir": str(sweep_dir), "optimized_metric": metric, "metrics": stats, "jobs": jobs}
-        path = sweep_dir / SUMMARY_FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        os.replace(tmp, path)
+        path = write_json_atomically(summary, sweep_dir / SUMMARY_FILE)
         if metric in stats:
             s = stats[metric]
             line = (

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_only
 from rich.console import Console
 from rich.table import Table
+
+from transferlab.utils.atomic import write_json_atomically
 
 
 @rank_zero_only
@@ -45,9 +45,4 @@ METRICS_FILE = "metrics.json"
 @rank_zero_only
 def write_metrics(metrics: Mapping[str, float], output_dir: str | Path) -> Path:
     """Write the final metrics to ``output_dir/metrics.json`` (read back by multirun summaries)."""
-    path = Path(output_dir) / METRICS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomically(dict(sorted(metrics.items())), Path(output_dir) / METRICS_FILE)
