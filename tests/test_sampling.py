@@ -1,5 +1,6 @@
-"""Issue 13, points 1 and 14: the epoch order is shared by every rank, and each sample's augmentation is a
-function of (seed, epoch, position), so loader workers and resumed runs draw the same augmentations."""
+"""Issue 13, points 1 and 14: the epoch order is shared by every rank, each sample's augmentation is a
+function of (seed, epoch, position), and an epoch is drawn after Lightning sets it, so loader workers and
+resumed runs draw the same order and augmentations as an unbroken run."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import pytest
 import torch
 import torch.distributed as dist
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
+from tests.conftest import FAST_OVERRIDES, run_cli
+from tests.helpers.sampling import make_tests_importable
 from transferlab.data import ImageFolderDataModule
 from transferlab.data.dataset import ImageSampleDataset
 from transferlab.data.sampling import (
     EpochSampler,
+    EpochStartDataLoader,
     SampleIndex,
     balanced_sampler,
     epoch_permutation,
@@ -124,6 +128,20 @@ def test_an_int_indexed_dataset_gets_the_rows_the_sampler_names() -> None:
     assert torch.cat([y for _, y in batches]).tolist() == [LABELS[i] for i in order]
 
 
+def test_a_loader_with_workers_draws_the_epoch_set_after_its_iterator_was_made() -> None:
+    # Lightning makes the training iterator, then sets the sampler's epoch, and on a resumed run trains
+    # its first epoch from that iterator: the order must be the one of the epoch set last.
+    sampler = EpochSampler(len(LABELS), 5)
+    dataset = TensorDataset(torch.arange(len(LABELS)))
+    loader = EpochStartDataLoader(
+        dataset, batch_size=4, sampler=sampler, num_workers=2, persistent_workers=True
+    )
+    iterator = iter(loader)
+    sampler.set_epoch(3)
+    assert torch.cat([x for (x,) in iterator]).tolist() == epoch_permutation(len(LABELS), 5, 3).tolist()
+    assert len(iter(loader)) == len(loader)
+
+
 def _augmented_epochs(tiny_data: Path, num_workers: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     dm = ImageFolderDataModule(
         str(tiny_data), preprocessing=PRE, batch_size=8, num_workers=num_workers, augmentation="strong"
@@ -146,3 +164,47 @@ def test_augmentation_is_the_same_with_persistent_loader_workers_as_without(tiny
         assert torch.equal(in_main[epoch], in_workers[epoch]), f"epoch {epoch}"
         assert torch.equal(main_draws[epoch], worker_run_draws[epoch]), f"epoch {epoch}"
     assert not torch.equal(in_main[0], in_main[1])
+
+
+def _run_folder(cwd: Path) -> Path:
+    (run,) = (cwd / "logs" / "train" / "runs").iterdir()
+    return run
+
+
+@pytest.mark.slow  # three CLI runs; the two tests above check the same two causes in seconds
+def test_run_resumed_with_loader_workers_ends_with_the_weights_of_an_unbroken_run(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_tests_importable(monkeypatch)
+    same = [o for o in FAST_OVERRIDES if not o.startswith(("data.num_workers=", "data.augmentation="))]
+    same += [
+        f"data.root={tiny_data}",
+        "data.num_workers=2",  # the shipped default, with persistent workers
+        "data.augmentation=light",
+        "model.head_dropout=0.3",
+        "trainer.max_epochs=2",
+        "test=false",
+    ]
+    stopper = ["+callbacks.stop._target_=tests.test_train.StopAfterEpoch", "+callbacks.stop.epoch=0"]
+    folders = {}
+    for name, extra in (("unbroken", []), ("interrupted", stopper)):
+        (tmp_path / name).mkdir()
+        result = run_cli("transferlab.train", *same, *extra, cwd=tmp_path / name)
+        assert result.returncode == 0, result.stderr[-3000:]
+        folders[name] = _run_folder(tmp_path / name)
+    last = folders["interrupted"] / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 0
+    (tmp_path / "resumed").mkdir()
+    result = run_cli("transferlab.train", *same, f"ckpt_path={last}", cwd=tmp_path / "resumed")
+    assert result.returncode == 0, result.stderr[-3000:]
+    folders["resumed"] = _run_folder(tmp_path / "resumed")
+
+    def weights(name: str) -> dict[str, torch.Tensor]:
+        return torch.load(folders[name] / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+    expected, got = weights("unbroken"), weights("resumed")
+    assert expected.keys() == got.keys()
+    changed = [k for k in expected if not torch.equal(expected[k], got[k])]
+    assert not changed, changed[:5]
+    interrupted = weights("interrupted")
+    assert any(not torch.equal(expected[k], interrupted[k]) for k in expected)  # epoch 1 did train

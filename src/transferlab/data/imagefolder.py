@@ -19,7 +19,7 @@ from transferlab.data.demo import check_demo, prepare_demo
 from transferlab.data.folders import FolderLayout, find_layout, list_samples
 from transferlab.data.folds import check_fold_args, fold_split, stratified_folds, write_folds
 from transferlab.data.images import DEFAULT_MAX_IMAGE_PIXELS
-from transferlab.data.sampling import EpochSampler, balanced_sampler
+from transferlab.data.sampling import EpochSampler, EpochStartDataLoader, balanced_sampler
 from transferlab.data.scan import report_unreadable, scan_samples
 from transferlab.data.splits import Sample, stratified_split, write_split
 from transferlab.data.transforms import (
@@ -411,7 +411,7 @@ class ImageFolderDataModule(L.LightningDataModule):
     ) -> DataLoader:
         if dataset is None:
             raise UserError(f"The {split} dataset is not ready: call setup() before {split}_dataloader().")
-        return DataLoader(
+        return EpochStartDataLoader(
             dataset,
             batch_size=self.per_device_batch_size,
             shuffle=shuffle,

@@ -10,6 +10,9 @@ Three independent random streams are derived from the run's seed and the epoch:
   process or in any loader worker, persistent or not;
 - the main process's generators (:func:`epoch_seed`), reseeded when an epoch's data starts, per rank, so
   dropout masks differ between ranks but repeat exactly in a resumed run.
+
+All of it is drawn when the epoch's first batch is asked for: :class:`EpochStartDataLoader` makes sure
+that happens after Lightning has set the epoch, also with loader workers and on a resumed run.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 # Stream numbers: they keep the order, the sample seeds and the process seeds of an epoch independent.
 _ORDER_STREAM, _SAMPLE_STREAM, _PROCESS_STREAM = 0, 1, 2
@@ -187,3 +191,37 @@ def balanced_sampler(labels: Sequence[int], class_counts: Sequence[int], seed: i
     """
     weights = torch.tensor([1.0 / class_counts[label] for label in labels], dtype=torch.double)
     return EpochSampler(len(labels), seed, weights=weights)
+
+
+class EpochStartDataLoader(DataLoader):
+    """A ``DataLoader`` that starts drawing from its sampler at the first batch, not when iterated.
+
+    With worker processes, a torch data-loader iterator sends the first indices to the workers as soon as
+    it is created. Lightning (2.5.3 to at least 2.6.6, its issue #21938) creates the training iterator
+    before it calls the sampler's ``set_epoch``, and on a resumed run it trains the first epoch from that
+    iterator: that epoch would replay epoch 0's order and sample seeds. This loader creates the real
+    iterator on the first ``next()``, after ``set_epoch``, as a loader without workers does anyway.
+    Otherwise it is a plain ``DataLoader`` (same arguments; Lightning can rebuild it with its own sampler).
+    """
+
+    def __iter__(self) -> Iterator:
+        return _StartOnFirstBatch(self)
+
+
+class _StartOnFirstBatch:
+    """The iterator of :class:`EpochStartDataLoader`: creates the loader's own iterator when first used."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self._loader = loader
+        self._iterator: Iterator | None = None
+
+    def __iter__(self) -> _StartOnFirstBatch:
+        return self
+
+    def __next__(self) -> Any:
+        if self._iterator is None:
+            self._iterator = DataLoader.__iter__(self._loader)
+        return next(self._iterator)
+
+    def __len__(self) -> int:
+        return len(self._loader)
