@@ -172,7 +172,7 @@ def _trainer(tmp_path: Path, epochs: int = 1, callbacks: list | None = None) -> 
     return L.Trainer(
         max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        default_root_dir=tmp_path, callbacks=callbacks or [], limit_val_batches=0,
+        default_root_dir=tmp_path, callbacks=callbacks or [],
     )  # fmt: skip
 
 
@@ -193,7 +193,7 @@ def test_unfreezing_during_fit_trains_the_new_block_and_its_statistics_only(tmp_
     torch.manual_seed(0)
     module = _finetune(trainable_blocks=0, scheduler=None)
     before = {k: v.clone() for k, v in module.state_dict().items()}
-    _trainer(tmp_path, epochs=2, callbacks=[UnfreezeTopAt(epoch=1)]).fit(module, _images())
+    _trainer(tmp_path, epochs=2, callbacks=[UnfreezeTopAt(epoch=1)]).fit(module, _images(), _images())
     after = module.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     top = {k for k in before if k.startswith("backbone.body.block3.") and "num_batches" not in k}
@@ -248,7 +248,7 @@ def test_module_without_class_names_round_trips_through_its_checkpoint(tmp_path:
 def test_checkpoints_with_the_earlier_batchnorm_option_names_still_load(tmp_path: Path) -> None:
     module = _finetune(trainable_blocks=1, freeze_bn_stats=True)
     trainer = _trainer(tmp_path)
-    trainer.fit(module, _images())
+    trainer.fit(module, _images(), _images())
     path = tmp_path / "old.ckpt"
     trainer.save_checkpoint(path)
     checkpoint = torch.load(path, weights_only=True)
