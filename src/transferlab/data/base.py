@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -133,7 +134,6 @@ class BaseDataModule(L.LightningDataModule, ABC):
         self.test_set: Dataset | None = None
         self.per_device_batch_size = batch_size
         self._preprocessing: Preprocessing | None = None
-        self._records_written = False
         self._counts_logged = False
         self._counts_in_tensorboard = False
         if preprocessing is not None:
@@ -211,10 +211,12 @@ class BaseDataModule(L.LightningDataModule, ABC):
             )
         self.per_device_batch_size = self._per_device_batch_size()
         self._check_balanced_sampling()
-        splits = self._build_once()
-        if not self._records_written and self.split_dir is not None and self._is_global_zero():
-            splits.write_records(self.split_dir)
-            self._records_written = True
+        if self.splits is None:  # Lightning calls setup once per stage; the datasets do not depend on it
+            splits = self.build_splits()
+            if self.split_dir is not None and self._is_global_zero():
+                splits.write_records(self.split_dir)
+            self.splits = splits
+            self.train_set, self.val_set, self.test_set = splits.train, splits.val, splits.test
         self.apply_transforms()
         self._report_class_counts()
 
@@ -232,14 +234,21 @@ class BaseDataModule(L.LightningDataModule, ABC):
 
     # ------------------------------------------------------------------ hooks for subclasses
 
-    def train_sampler(self) -> Sampler[int]:
+    def train_sampler(self, dataset: Dataset | None = None) -> Sampler[int]:
         """The training order: a shuffle (or a class-balanced draw), a function of the seed and epoch.
 
         Override for another order of the same images; Lightning shards it between ranks.
+
+        Args:
+            dataset: the dataset to order (with ``targets`` for balanced sampling); default ``train_set``
+                (a two-domain module also orders its target domain's training set with it).
         """
-        dataset = self._ready(self.train_set, "train")
+        dataset = self._ready(dataset if dataset is not None else self.train_set, "train")
         if self.balanced_sampling:
-            return balanced_sampler(dataset.targets, self.class_counts, seed=self.shuffle_seed)  # type: ignore[attr-defined]
+            targets = list(dataset.targets)  # type: ignore[attr-defined]
+            per_class = Counter(targets)
+            counts = [per_class[label] for label in range(max(targets) + 1)]
+            return balanced_sampler(targets, counts, seed=self.shuffle_seed)
         return EpochSampler(len(dataset), seed=self.shuffle_seed)  # type: ignore[arg-type]
 
     def apply_transforms(self) -> None:
@@ -299,14 +308,6 @@ class BaseDataModule(L.LightningDataModule, ABC):
         if dataset is None:
             raise UserError(f"The {split} dataset is not ready: call setup() before {split}_dataloader().")
         return dataset
-
-    def _build_once(self) -> ImageFolderSplits:
-        # Lightning calls setup once per stage; the datasets do not depend on it.
-        if self.splits is None:
-            splits = self.build_splits()
-            self.splits = splits
-            self.train_set, self.val_set, self.test_set = splits.train, splits.val, splits.test
-        return self.splits
 
     def _built(self, what: str) -> ImageFolderSplits:
         if self.splits is None:

@@ -66,7 +66,7 @@ class ImageFolderDataModule(BaseDataModule):
         root: str,
         preprocessing: Preprocessing | Mapping[str, Any] | None = None,
         batch_size: int = 32,
-        num_workers: int = 0,
+        num_workers: int = 2,
         pin_memory: bool = False,
         persistent_workers: bool = True,
         augmentation: str = "light",
@@ -122,14 +122,6 @@ class ImageFolderDataModule(BaseDataModule):
         if self.splits is not None:
             return list(self.splits.class_names)
         return list(self.layout.class_names)
-
-    @property
-    def class_counts(self) -> list[int]:
-        """Training images per class, in class order (e.g. for inverse-frequency loss weights).
-
-        Scans and splits the data on first use if :meth:`setup` has not run yet (writing nothing).
-        """
-        return list(self._build_once().counts["train"])
 
     @property
     def layout(self) -> FolderLayout:
