@@ -11,9 +11,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.backbones import backbone_preprocessing
-from transferlab.strategies.base import plain
 from transferlab.strategies.loading import read_checkpoint
 from transferlab.utils.cli import print_config_tree, run_task
+from transferlab.utils.config import to_container
 from transferlab.utils.hparams import log_final_hparams
 from transferlab.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from transferlab.utils.paths import CONF_DIR
@@ -34,7 +34,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
-    backbone_cfg = plain(cfg.backbone)
+    backbone_cfg = to_container(cfg.backbone)
     datamodule = instantiate(cfg.data)
     preprocessing_args = {k: v for k, v in backbone_cfg.items() if k != "weights"}
     datamodule.set_preprocessing(backbone_preprocessing(**preprocessing_args))
