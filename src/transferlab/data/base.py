@@ -3,8 +3,8 @@
 A data module for a new kind of data subclasses :class:`BaseDataModule` and implements
 :meth:`~BaseDataModule.build_splits` (e.g. with :func:`~transferlab.data.builder.build_imagefolder_splits`).
 Everything else (transforms from the backbone's preprocessing, the global batch size divided between
-devices, the shuffled or class-balanced training order, the loaders, the class-count report) is
-inherited. Customising the training loader takes one
+devices, the shuffled or class-balanced training order with one seed on every rank, the loaders, the
+class-count report) is inherited. Customising the training loader takes one
 override: :meth:`~BaseDataModule.train_sampler` for another order of the same images, or
 :meth:`~BaseDataModule.train_dataloader` built with :meth:`~BaseDataModule._loader` (a batch sampler for
 episodes, or Lightning's ``CombinedLoader`` over two domains' loaders).
@@ -86,7 +86,7 @@ class BaseDataModule(L.LightningDataModule, ABC):
             size (:func:`~transferlab.data.sampling.balanced_sampler`) instead of shuffling.
         shuffle_seed: seed of the training order; each epoch's order depends on it and the epoch only
             (:class:`~transferlab.data.sampling.EpochSampler`), so a resumed run continues exactly. None
-            draws one at random.
+            draws one at random (on the first rank: :meth:`setup` gives every rank that one).
         split_dir: folder the split records (``split.json``, ``folds.json``) are written to at setup
             (the run's output folder), or None.
 
@@ -125,7 +125,8 @@ class BaseDataModule(L.LightningDataModule, ABC):
         self.persistent_workers = bool(persistent_workers)
         self.augmentation = check_augmentation(augmentation)
         self.balanced_sampling = bool(balanced_sampling)
-        # None (a run without a seed): a fresh random seed, so epochs still differ from run to run.
+        # None (a run without a seed): a fresh random seed, so epochs still differ from run to run (each
+        # process draws one here; setup() makes every rank use the first rank's).
         self.shuffle_seed = int(shuffle_seed) if shuffle_seed is not None else random.randrange(2**31)
         self.split_dir = Path(split_dir).expanduser() if split_dir is not None else None
         self.splits: ImageFolderSplits | None = None
@@ -134,6 +135,7 @@ class BaseDataModule(L.LightningDataModule, ABC):
         self.test_set: Dataset | None = None
         self.per_device_batch_size = batch_size
         self._preprocessing: Preprocessing | None = None
+        self._seed_shared = False
         self._counts_logged = False
         self._counts_in_tensorboard = False
         if preprocessing is not None:
@@ -211,6 +213,7 @@ class BaseDataModule(L.LightningDataModule, ABC):
             )
         self.per_device_batch_size = self._per_device_batch_size()
         self._check_balanced_sampling()
+        self._share_shuffle_seed()
         if self.splits is None:  # Lightning calls setup once per stage; the datasets do not depend on it
             splits = self.build_splits()
             if self.split_dir is not None and self._is_global_zero():
@@ -326,6 +329,18 @@ class BaseDataModule(L.LightningDataModule, ABC):
         if self.trainer is not None:
             add_class_counts_to_tensorboard(self.trainer, splits.class_names, splits.counts)
             self._counts_in_tensorboard = True
+
+    def _share_shuffle_seed(self) -> None:
+        # Under DDP started by re-running the command (popen, SLURM) every process built its own data
+        # module, and with shuffle_seed=None each drew its own seed: the first rank's goes to all, so the
+        # ranks shard one shared order instead of overlapping ones.
+        if self._seed_shared or self._world_size() < 2:
+            return
+        strategy = getattr(self.trainer, "strategy", None)
+        if strategy is None:  # a stand-in trainer without processes to agree with
+            return
+        self.shuffle_seed = int(strategy.broadcast(self.shuffle_seed, src=0))
+        self._seed_shared = True
 
     def _check_balanced_sampling(self) -> None:
         if not self.balanced_sampling or self._world_size() < 2:
