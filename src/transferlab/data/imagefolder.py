@@ -14,6 +14,7 @@ from transferlab.data.demo import check_demo, folder_has_data, prepare_demo
 from transferlab.data.folders import FolderLayout, find_layout
 from transferlab.data.folds import check_fold_args
 from transferlab.data.images import DEFAULT_MAX_IMAGE_PIXELS
+from transferlab.data.split_record import SPLIT_SETTINGS
 from transferlab.errors import UserError
 from transferlab.preprocessing import Preprocessing
 
@@ -158,6 +159,29 @@ class ImageFolderDataModule(BaseDataModule):
             return
         if not prepare_demo(self.demo, self.root, self.demo_per_class):
             log.info("data.root %s already holds data; not writing the %s demo there", self.root, self.demo)
+
+    def restore_split(self, record: Mapping[str, Any]) -> None:
+        """Rebuild the split a checkpoint recorded: its settings replace this module's split settings.
+
+        The fractions, seed, folds and pixel limit the run was trained with replace the ones given here
+        (those that differ are logged); :meth:`setup` then checks that ``root`` still gives the recorded
+        test split.
+
+        Raises:
+            UserError: ``record`` is not a split record this version reads, or holds invalid settings.
+        """
+        super().restore_split(record)
+        settings = {key: record["settings"][key] for key in SPLIT_SETTINGS}
+        check_fold_args(settings["num_folds"], settings["fold"])
+        check_max_image_pixels(settings["max_image_pixels"])
+        changed = {key: value for key, value in settings.items() if getattr(self, key) != value}
+        for key, value in settings.items():
+            setattr(self, key, value)
+        if changed:
+            log.info(
+                "Using the checkpoint's split settings instead of the data config's: %s",
+                ", ".join(f"data.{key}={value}" for key, value in changed.items()),
+            )
 
     def build_splits(self) -> ImageFolderSplits:
         """Scan ``root`` and build the datasets with :func:`~transferlab.data.build_imagefolder_splits`."""
