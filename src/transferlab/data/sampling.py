@@ -16,6 +16,11 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     return (seed * 1_000_003 + epoch * 10_007 + rank) % 2**32
 
 
+def epoch_permutation(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
+    """The training order of one epoch: a permutation of ``range(num_samples)``, the same on every rank."""
+    return torch.randperm(num_samples, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
+
+
 class EpochSampler(Sampler[int]):
     """Shuffled (or class-weighted) indices for one epoch, a function of ``(seed, epoch, rank)`` alone.
 
