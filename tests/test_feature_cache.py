@@ -23,6 +23,7 @@ from transferlab.strategies import feature_cache
 from transferlab.strategies.feature_batches import EpochBatches
 from transferlab.strategies.feature_cache import (
     FeatureCache,
+    MappedFeatures,
     feature_cache_key,
     read_features,
     weights_fingerprint,
@@ -71,7 +72,7 @@ def probe_overrides(folder: Path) -> list[str]:
     return [f"+callbacks.probe._target_={__name__}.BatchProbe", f"+callbacks.probe.folder={folder}"]
 
 
-def cache_files(folder: Path) -> dict[int, np.ndarray]:
+def cache_files(folder: Path) -> dict[int, MappedFeatures]:
     """The cache's feature files by row count (the tests' splits all differ in size)."""
     return {len(rows): rows for rows in (read_features(path) for path in sorted(folder.glob("*.npy")))}
 
@@ -114,7 +115,7 @@ def test_cached_features_are_the_backbone_on_the_data_modules_own_val_images(
     model.backbone.eval()
     with torch.no_grad():
         expected = model.backbone(images)
-    cached = torch.from_numpy(np.array(cache_files(cache)[len(val_set)]))
+    cached = torch.from_numpy(cache_files(cache)[len(val_set)][:])
     assert torch.allclose(cached, expected, atol=1e-5), (cached - expected).abs().max()
 
 
@@ -163,10 +164,16 @@ def test_cache_key_follows_weights_libraries_image_reading_and_files(
 def test_features_are_written_in_chunks_and_read_memory_mapped(tmp_path: Path) -> None:
     rows = torch.randn(10, 4)
     path = write_features(tmp_path / "f.npy", 10, (rows[i : i + 3] for i in range(0, 10, 3)))
-    loaded = read_features(path)
-    assert isinstance(loaded, np.memmap) and not loaded.flags.writeable
-    assert torch.equal(torch.from_numpy(np.array(loaded)), rows)
     assert [p.name for p in tmp_path.iterdir()] == ["f.npy"]
+    assert torch.equal(torch.from_numpy(np.load(path, allow_pickle=False)), rows)  # a standard .npy file
+    # Mapped, not loaded: rows are read from the file; pages are handed back every 48 bytes read here.
+    mapped = MappedFeatures(path, release_bytes=48)
+    assert mapped.shape == (10, 4) and not mapped.array.flags.writeable
+    assert not mapped.array.flags.owndata
+    for _ in range(3):
+        order = torch.randperm(10)
+        got = torch.cat([torch.from_numpy(mapped[batch.numpy()]) for batch in order.split(3)])
+        assert torch.equal(got, rows[order])
 
 
 def test_an_interrupted_or_short_write_leaves_no_file(tmp_path: Path) -> None:
@@ -256,7 +263,7 @@ def test_cached_epochs_run_in_the_training_process_without_loader_workers(
     for epoch in (0, 1):
         features, labels = recorded[f"train/{epoch}"]
         expected = epoch_permutation(36, cfg.seed, epoch)
-        assert torch.equal(features, torch.from_numpy(np.array(train_rows[expected.numpy()])))
+        assert torch.equal(features, torch.from_numpy(train_rows[expected.numpy()]))
         assert labels.tolist() == [objects["datamodule"].train_set.targets[i] for i in expected]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from tests.conftest import FAST_OVERRIDES, ROOT, make_imagefolder
@@ -34,10 +33,10 @@ def test_ddp_ranks_share_each_cached_epoch_exactly_once(tmp_path: Path, monkeypa
         order = epoch_permutation(21, 3, epoch)  # the same order a one-process run follows
         seen = [ranks[rank][f"train/{epoch}"][0] for rank in (0, 1)]
         for rank in (0, 1):
-            expected = torch.from_numpy(np.array(rows[21][order[rank::2].numpy()]))
+            expected = torch.from_numpy(rows[21][order[rank::2].numpy()])
             assert torch.equal(seen[rank], expected), (epoch, rank)
         assert len(seen[0]) + len(seen[1]) == 21  # disjoint shares covering the epoch once
         for rank in (0, 1):
             val = ranks[rank][f"val/{epoch}"][0]
-            assert torch.equal(val, torch.from_numpy(np.array(rows[9][rank::2])))
+            assert torch.equal(val, torch.from_numpy(rows[9][rank::2]))
     assert [recorded["children"] for recorded in ranks] == [0, 0]  # no loader worker processes

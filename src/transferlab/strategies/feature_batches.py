@@ -20,6 +20,7 @@ import torch.distributed as dist
 
 from transferlab.data.sampling import epoch_permutation, epoch_seed
 from transferlab.errors import UserError
+from transferlab.strategies.feature_cache import MappedFeatures
 
 
 class FeatureSplit:
@@ -36,13 +37,13 @@ class FeatureSplit:
         self.samples = [(str(path), int(label)) for path, label in samples]
         self.class_names = list(class_names)
         self.labels = torch.tensor([label for _, label in self.samples], dtype=torch.long)
-        self.features: np.ndarray | None = None
+        self.features: MappedFeatures | np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def attach(self, features: np.ndarray) -> None:
-        """Use ``features`` (one row per sample, e.g. a memory-mapped cache file)."""
+    def attach(self, features: MappedFeatures | np.ndarray) -> None:
+        """Use ``features``: one row per sample, a mapped cache file or an array."""
         if len(features) != len(self):
             raise ValueError(f"{len(features)} feature rows for {len(self)} samples")
         self.features = features
@@ -51,7 +52,7 @@ class FeatureSplit:
         """The features (float32, one row per index) and class indices of ``indices``, in that order."""
         if self.features is None:
             raise RuntimeError("The features of this split are not computed yet (see FeatureSplit.attach).")
-        rows = np.asarray(self.features[indices.numpy()])  # a copy of just these rows
+        rows = self.features[indices.numpy()]  # a copy of just these rows
         return torch.from_numpy(rows), self.labels[indices]
 
 

@@ -12,6 +12,7 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+import mmap
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -160,16 +161,63 @@ def _as_rows(chunk: Any) -> np.ndarray:
     return array
 
 
-def read_features(path: str | os.PathLike[str]) -> np.ndarray:
-    """Memory-map a file written by :func:`write_features` (read-only; pickled content is refused).
+class MappedFeatures:
+    """The rows of a feature file written by :func:`write_features`, memory-mapped read-only.
+
+    Indexing copies the rows asked for out of the mapping. The pages read stay in the operating system's
+    page cache, shared by every process that maps the file; once ``release_bytes`` of rows have been
+    read, this process hands its mapped pages back (``madvise(MADV_DONTNEED)``), so that they stop
+    counting in its resident memory: training on a cache of any size costs each process about
+    ``release_bytes`` of it, not the whole file. Nothing is unpickled.
+
+    Args:
+        path: the ``.npy`` file.
+        release_bytes: rows read between two releases of the mapped pages.
 
     Raises:
-        ValueError: the file is not a 2-D float32 ``.npy`` array (or is truncated).
+        ValueError: the file is not a complete 2-D float32 ``.npy`` array.
     """
-    features = np.load(path, mmap_mode="r", allow_pickle=False)
-    if features.dtype != FEATURE_DTYPE or features.ndim != 2:
-        raise ValueError(f"{path} holds a {features.dtype} array of shape {features.shape}, not float32 rows")
-    return features
+
+    def __init__(self, path: str | os.PathLike[str], release_bytes: int = 64 * 2**20) -> None:
+        self.path = Path(path)
+        with open(self.path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = {
+                (1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0,
+            }.get(version)
+            if read_header is None:
+                raise ValueError(f"{self.path} is a .npy file of unsupported version {version}")
+            shape, fortran_order, dtype = read_header(handle)
+            if dtype != FEATURE_DTYPE or len(shape) != 2 or fortran_order:
+                raise ValueError(f"{self.path} holds a {dtype} array of shape {shape}, not float32 rows")
+            offset = handle.tell()
+            self._mmap = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        # Raises ValueError if the file is shorter than its header says (truncated).
+        self.array = np.frombuffer(self._mmap, FEATURE_DTYPE, shape[0] * shape[1], offset).reshape(shape)
+        self.release_bytes = release_bytes
+        self._read_since_release = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, features)``."""
+        return self.array.shape  # type: ignore[return-value]
+
+    def __len__(self) -> int:
+        return self.array.shape[0]
+
+    def __getitem__(self, indices: Any) -> np.ndarray:
+        rows = np.array(self.array[indices])  # a private, writable copy
+        self._read_since_release += rows.nbytes
+        if self._read_since_release >= self.release_bytes and hasattr(self._mmap, "madvise"):
+            self._mmap.madvise(mmap.MADV_DONTNEED)
+            self._read_since_release = 0
+        return rows
+
+
+def read_features(path: str | os.PathLike[str]) -> MappedFeatures:
+    """Map a feature file (see :class:`MappedFeatures`)."""
+    return MappedFeatures(path)
 
 
 class FeatureCache:
@@ -182,7 +230,7 @@ class FeatureCache:
         """Where the features of ``key`` are stored."""
         return self.folder / f"{key}.npy"
 
-    def load(self, key: str, num_rows: int) -> np.ndarray | None:
+    def load(self, key: str, num_rows: int) -> MappedFeatures | None:
         """The stored features of ``key`` (memory-mapped), or None if there are none yet.
 
         A damaged file (wrong row count, unreadable) counts as missing, with a warning: it is rebuilt.
@@ -192,7 +240,7 @@ class FeatureCache:
             return None
         try:
             features = read_features(path)
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, EOFError) as err:
             log.warning("Ignoring the damaged feature cache file %s (%s); computing it again.", path, err)
             return None
         if len(features) != num_rows:
@@ -205,7 +253,7 @@ class FeatureCache:
             return None
         return features
 
-    def store(self, key: str, num_rows: int, chunks: Iterable[Any]) -> np.ndarray:
+    def store(self, key: str, num_rows: int, chunks: Iterable[Any]) -> MappedFeatures:
         """Write the features of ``key`` from ``chunks`` (see :func:`write_features`) and map them."""
         return read_features(write_features(self.path(key), num_rows, chunks))
 
