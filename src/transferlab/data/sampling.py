@@ -127,11 +127,6 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-def epoch_permutation(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
-    """The training order of one epoch: a permutation of ``range(num_samples)``, the same on every rank."""
-    return torch.randperm(num_samples, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
-
-
 class EpochSampler(Sampler[int]):
     """Shuffled (or class-weighted) indices for one epoch, a function of ``(seed, epoch)`` alone.
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from transferlab.data.sampling import epoch_permutation, epoch_seed
+from transferlab.data.sampling import epoch_permutation, epoch_seed, epoch_weighted_draw
 from transferlab.errors import UserError
 from transferlab.strategies.feature_cache import MappedFeatures
 
@@ -125,8 +125,7 @@ class EpochBatches:
             return torch.arange(self.num_samples)
         if self.weights is None:
             return epoch_permutation(self.num_samples, self.seed, self.epoch)
-        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        return torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator)
+        return epoch_weighted_draw(self.weights, self.num_samples, self.seed, self.epoch)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         if self.seed is not None:
