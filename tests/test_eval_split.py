@@ -133,5 +133,5 @@ def test_resuming_onto_another_split_warns(tmp_path: Path, caplog: pytest.LogCap
             dm.load_state_dict(state)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, warnings  # only the other seed's
-    assert "The checkpoint was trained on another" in warnings[0]
+    assert "split is not the one the checkpoint was trained with" in warnings[0]
     assert "the same images split with other settings: data.split_seed=2 (was 1)" in warnings[0]

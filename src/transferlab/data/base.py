@@ -252,7 +252,7 @@ class BaseDataModule(L.LightningDataModule, ABC):
         return {SPLIT_RECORD_KEY: self.splits.record}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Called by Lightning when a run resumes: warns when the data now gives another split."""
+        """Called by Lightning when it loads a checkpoint (resume, test): warns if the split differs."""
         record = state_dict.get(SPLIT_RECORD_KEY)
         if self.splits is None or not is_split_record(record) or not self._is_global_zero():
             return
@@ -260,8 +260,8 @@ class BaseDataModule(L.LightningDataModule, ABC):
             difference = describe_difference(record, self.splits.record, split)
             if difference is not None:
                 log.warning(
-                    "The checkpoint was trained on another %s split than this run's: %s. The run continues "
-                    "on the current one.",
+                    "This run's %s split is not the one the checkpoint was trained with (%s); the run uses "
+                    "its own.",
                     split,
                     difference,
                 )
