@@ -12,10 +12,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from transferlab.backbones import backbone_preprocessing
 from transferlab.errors import UserError
-from transferlab.strategies.base import plain
 from transferlab.strategies.loading import read_checkpoint
 from transferlab.utils.checkpoint_match import check_checkpoint_matches
 from transferlab.utils.cli import print_config_tree, run_task
+from transferlab.utils.config import to_container
 from transferlab.utils.hparams import log_final_hparams
 from transferlab.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from transferlab.utils.paths import CONF_DIR
@@ -48,7 +48,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
-    backbone_cfg = plain(cfg.backbone)
+    backbone_cfg = to_container(cfg.backbone)
     datamodule = instantiate(cfg.data)
     preprocessing_args = {k: v for k, v in backbone_cfg.items() if k != "weights"}
     datamodule.set_preprocessing(backbone_preprocessing(**preprocessing_args))

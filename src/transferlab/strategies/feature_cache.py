@@ -1,46 +1,80 @@
-"""Backbone embeddings computed once and kept on disk, keyed on everything that could change them."""
+"""Backbone embeddings computed once and kept on disk, keyed on everything that could change them.
+
+A cache entry is one ``.npy`` file of float32 rows (one per image, in dataset order) named by the SHA-256
+of its key. It is written chunk by chunk while the backbone computes it (never whole in memory) into a
+temporary file that is then renamed into place, and it is read back memory-mapped without pickle: every
+process training on it shares the operating system's page cache instead of holding its own copy.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
+import mmap
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import numpy as np
 import torch
 from rich.progress import Progress
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from transferlab.data import build_eval_transform
 from transferlab.data.dataset import ImageSampleDataset
 from transferlab.preprocessing import Preprocessing
-from transferlab.utils.atomic import torch_save_atomically
-from transferlab.utils.safe_load import safe_torch_load
+from transferlab.utils.atomic import write_atomically
 
 log = logging.getLogger(__name__)
-CACHE_FORMAT = 1
+
+CACHE_FORMAT = 2
+FEATURE_DTYPE = np.dtype("<f4")
+# The libraries whose code turns image files into features: decoding, transforms, the network.
+FEATURE_LIBRARIES = ("torch", "torchvision", "timm", "pillow")
 
 
-class FeatureDataset(Dataset):
-    """Precomputed ``(features, class_index)`` pairs; keeps the image paths for callbacks that show images."""
+def weights_fingerprint(module: nn.Module) -> str:
+    """SHA-256 of a module's state dict: the name, dtype, shape and bytes of every tensor.
 
-    def __init__(
-        self, features: torch.Tensor, samples: Sequence[tuple[str, int]], class_names: list[str]
-    ) -> None:
-        self.features = features
-        self.samples = list(samples)
-        self.class_names = list(class_names)
-        self.targets = [label for _, label in self.samples]
+    Two modules with this fingerprint compute the same function (given the same architecture), whatever
+    the weights setting that produced them (pretrained, random with some seed, a file). About 60 ms for
+    EfficientNet-Lite0's 14 MB on one slow CPU core.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(flat.view(torch.uint8).numpy())
+    return digest.hexdigest()
 
-    def __len__(self) -> int:
-        return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.features[index], self.targets[index]
+def library_versions() -> dict[str, str | None]:
+    """Installed versions of :data:`FEATURE_LIBRARIES` (None for one that is not installed)."""
+    versions: dict[str, str | None] = {}
+    for name in FEATURE_LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def eval_images(samples: ImageSampleDataset, reference: ImageSampleDataset) -> ImageSampleDataset:
+    """``samples``' images read the way ``reference`` reads its own (transform, pixel limit, decode size).
+
+    The feature cache passes the data module's validation set as ``reference``: the cached training and
+    validation features then come from exactly the pipeline that validation and test images go through.
+    """
+    return ImageSampleDataset(
+        samples.samples,
+        samples.class_names,
+        reference.transform,
+        max_pixels=reference.max_pixels,
+        min_size=reference.min_size,
+    )
 
 
 def _file_identity(path: str) -> list[Any]:
@@ -49,73 +83,208 @@ def _file_identity(path: str) -> list[Any]:
 
 
 def feature_cache_key(
-    backbone_cfg: Mapping[str, Any], preprocessing: Preprocessing, samples: Sequence[tuple[str, int]]
+    backbone_cfg: Mapping[str, Any],
+    weights: str,
+    preprocessing: Preprocessing,
+    images: ImageSampleDataset,
 ) -> str:
-    """Hash of what determines the embeddings: backbone and its weights, preprocessing, and the files.
+    """Hash of what determines the embeddings of ``images``.
 
-    Each file counts by path, size and modification time, so an edited, added or removed image gives a
-    new key. A weights file counts the same way.
+    That is: the backbone's architecture settings and its actual weights (``weights``, from
+    :func:`weights_fingerprint`; the ``weights`` setting itself is left out, so a random backbone of
+    another seed gets another key), the versions of the libraries that compute features, the
+    preprocessing and the way images are read (transform, pixel limit, reduced-size decode), and every
+    file by path, size and modification time (an edited, added or removed image gives a new key).
     """
-    weights = backbone_cfg.get("weights")
-    weights_id = _file_identity(str(weights)) if weights and os.path.isfile(str(weights)) else weights
     payload = {
         "format": CACHE_FORMAT,
-        "torch": torch.__version__,
-        "backbone": {**dict(backbone_cfg), "weights": weights_id},
+        "libraries": library_versions(),
+        "backbone": {key: value for key, value in backbone_cfg.items() if key != "weights"},
+        "weights": weights,
         "preprocessing": preprocessing.to_dict(),
-        "samples": [[*_file_identity(path), label] for path, label in samples],
+        "transform": repr(images.transform),
+        "max_pixels": images.max_pixels,
+        "min_size": images.min_size,
+        "samples": [[*_file_identity(path), label] for path, label in images.samples],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def write_features(path: str | os.PathLike[str], num_rows: int, chunks: Iterable[Any]) -> Path:
+    """Write ``num_rows`` float32 rows, given as consecutive chunks, to an ``.npy`` file, atomically.
+
+    Only one chunk is in memory at a time: the header is written from the first chunk's width and
+    ``num_rows``, then each chunk is appended as it comes. A reader never sees a partial file.
+
+    Args:
+        path: the ``.npy`` file to write.
+        num_rows: the total number of rows the chunks hold.
+        chunks: 2-D tensors or arrays of equal width, in row order.
+
+    Raises:
+        ValueError: the chunks hold another number of rows, or widths differ (no file is written).
+    """
+
+    def write(handle: IO[bytes]) -> None:
+        rows, width = 0, None
+        for chunk in iterator:
+            array = _as_rows(chunk)
+            if width is None:
+                width = array.shape[1]
+                header = {"descr": FEATURE_DTYPE.str, "fortran_order": False, "shape": (num_rows, width)}
+                np.lib.format.write_array_header_1_0(handle, header)
+            elif array.shape[1] != width:
+                raise ValueError(f"feature chunk of width {array.shape[1]} after chunks of width {width}")
+            rows += len(array)
+            if rows > num_rows:
+                raise ValueError(f"the feature chunks hold more than the {num_rows} rows announced")
+            handle.write(array.tobytes())
+        if rows != num_rows or width is None:
+            raise ValueError(f"the feature chunks hold {rows} rows, not the {num_rows} announced")
+
+    iterator = iter(chunks)
+    try:
+        return write_atomically(path, write)
+    finally:
+        # A generator stopped early (an error) still restores what it changed (see compute_features).
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+
+
+def _as_rows(chunk: Any) -> np.ndarray:
+    if isinstance(chunk, torch.Tensor):
+        chunk = chunk.detach().to("cpu", torch.float32).numpy()
+    array = np.ascontiguousarray(chunk, dtype=FEATURE_DTYPE)
+    if array.ndim != 2:
+        raise ValueError(f"feature chunks must be 2-D (rows, features), got shape {array.shape}")
+    return array
+
+
+class MappedFeatures:
+    """The rows of a feature file written by :func:`write_features`, memory-mapped read-only.
+
+    Indexing copies the rows asked for out of the mapping. The pages read stay in the operating system's
+    page cache, shared by every process that maps the file; once ``release_bytes`` of rows have been
+    read, this process hands its mapped pages back (``madvise(MADV_DONTNEED)``), so that they stop
+    counting in its resident memory: training on a cache of any size costs each process about
+    ``release_bytes`` of it, not the whole file. Nothing is unpickled.
+
+    Args:
+        path: the ``.npy`` file.
+        release_bytes: rows read between two releases of the mapped pages.
+
+    Raises:
+        ValueError: the file is not a complete 2-D float32 ``.npy`` array.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], release_bytes: int = 64 * 2**20) -> None:
+        self.path = Path(path)
+        with open(self.path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = {
+                (1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0,
+            }.get(version)
+            if read_header is None:
+                raise ValueError(f"{self.path} is a .npy file of unsupported version {version}")
+            shape, fortran_order, dtype = read_header(handle)
+            if dtype != FEATURE_DTYPE or len(shape) != 2 or fortran_order:
+                raise ValueError(f"{self.path} holds a {dtype} array of shape {shape}, not float32 rows")
+            offset = handle.tell()
+            self._mmap = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        # Raises ValueError if the file is shorter than its header says (truncated).
+        self.array = np.frombuffer(self._mmap, FEATURE_DTYPE, shape[0] * shape[1], offset).reshape(shape)
+        self.release_bytes = release_bytes
+        self._read_since_release = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(rows, features)``."""
+        return self.array.shape  # type: ignore[return-value]
+
+    def __len__(self) -> int:
+        return self.array.shape[0]
+
+    def __getitem__(self, indices: Any) -> np.ndarray:
+        rows = np.array(self.array[indices])  # a private, writable copy
+        self._read_since_release += rows.nbytes
+        if self._read_since_release >= self.release_bytes and hasattr(self._mmap, "madvise"):
+            self._mmap.madvise(mmap.MADV_DONTNEED)
+            self._read_since_release = 0
+        return rows
+
+
+def read_features(path: str | os.PathLike[str]) -> MappedFeatures:
+    """Map a feature file (see :class:`MappedFeatures`)."""
+    return MappedFeatures(path)
+
+
+class FeatureCache:
+    """A folder of feature files, one per key (see :func:`feature_cache_key`)."""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+
+    def path(self, key: str) -> Path:
+        """Where the features of ``key`` are stored."""
+        return self.folder / f"{key}.npy"
+
+    def load(self, key: str, num_rows: int) -> MappedFeatures | None:
+        """The stored features of ``key`` (memory-mapped), or None if there are none yet.
+
+        A damaged file (wrong row count, unreadable) counts as missing, with a warning: it is rebuilt.
+        """
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            features = read_features(path)
+        except (OSError, ValueError, EOFError) as err:
+            log.warning("Ignoring the damaged feature cache file %s (%s); computing it again.", path, err)
+            return None
+        if len(features) != num_rows:
+            log.warning(
+                "Ignoring the feature cache file %s: %d rows instead of %d; computing it again.",
+                path,
+                len(features),
+                num_rows,
+            )
+            return None
+        return features
+
+    def store(self, key: str, num_rows: int, chunks: Iterable[Any]) -> MappedFeatures:
+        """Write the features of ``key`` from ``chunks`` (see :func:`write_features`) and map them."""
+        return read_features(write_features(self.path(key), num_rows, chunks))
+
+
 @torch.inference_mode()
 def compute_features(
-    backbone: nn.Module, dataset: Dataset, batch_size: int, num_workers: int, device: torch.device, label: str
-) -> torch.Tensor:
-    """Embeddings of every item of ``dataset`` in order, with the backbone in eval mode.
-
-    The train/eval mode of every submodule is restored afterwards (a plain ``backbone.train()`` would
-    switch frozen BatchNorm layers back to training mode).
-    """
-    modes = {module: module.training for module in backbone.modules()}
-    backbone.eval()
-    original_device = next(backbone.parameters()).device
-    backbone.to(device)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    chunks = []
-    with Progress(transient=True) as progress:
-        task = progress.add_task(f"Computing features ({label})", total=len(dataset))
-        for images, _ in loader:
-            chunks.append(backbone(images.to(device)).float().cpu())
-            progress.advance(task, len(images))
-    backbone.to(original_device)
-    for module, training in modes.items():
-        module.training = training
-    return torch.cat(chunks)
-
-
-def cached_features(
-    cache_dir: str | Path,
     backbone: nn.Module,
-    backbone_cfg: Mapping[str, Any],
-    preprocessing: Preprocessing,
-    dataset: ImageSampleDataset,
-    *,
+    images: ImageSampleDataset,
     batch_size: int,
     num_workers: int,
     device: torch.device,
     label: str,
-) -> FeatureDataset:
-    """Features of ``dataset``'s images (un-augmented), read from the cache or computed and stored."""
-    key = feature_cache_key(backbone_cfg, preprocessing, dataset.samples)
-    path = Path(cache_dir) / f"{key[:32]}.pt"
-    if path.is_file():
-        stored = safe_torch_load(path, what="feature cache file")
-        if stored.get("key") == key:
-            log.info("Feature cache hit for %s: %s", label, path)
-            return FeatureDataset(stored["features"], dataset.samples, dataset.class_names)
-    plain = ImageSampleDataset(dataset.samples, dataset.class_names, build_eval_transform(preprocessing))
-    features = compute_features(backbone, plain, batch_size, num_workers, device, label)
-    torch_save_atomically({"key": key, "features": features}, path)
-    log.info("Stored %d %s features in %s", len(features), label, path)
-    return FeatureDataset(features, dataset.samples, dataset.class_names)
+) -> Iterator[torch.Tensor]:
+    """Embeddings of every image of ``images`` in order, batch by batch, with the backbone in eval mode.
+
+    A generator: each batch can be written out before the next is computed. The backbone's device and the
+    train/eval mode of every submodule are restored when it ends (a plain ``backbone.train()`` would
+    switch frozen BatchNorm layers back to training mode).
+    """
+    modes = {module: module.training for module in backbone.modules()}
+    original_device = next(backbone.parameters()).device
+    backbone.eval()
+    backbone.to(device)
+    loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    try:
+        with Progress(transient=True) as progress:
+            task = progress.add_task(f"Computing features ({label})", total=len(images))
+            for batch, _ in loader:
+                yield backbone(batch.to(device)).float().cpu()
+                progress.advance(task, len(batch))
+    finally:
+        backbone.to(original_device)
+        for module, training in modes.items():
+            module.training = training
