@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
 
 from transferlab.errors import UserError
 from transferlab.utils.atomic import copy_atomically
@@ -52,13 +53,15 @@ class ResumableModelCheckpoint(ModelCheckpoint):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         trainer, self._resuming = self._resuming, None
-        old_dirpath = state_dict.get("dirpath", self.dirpath)
-        if old_dirpath == self.dirpath or trainer is None:
+        if state_dict.get("dirpath", self.dirpath) == self.dirpath:
             super().load_state_dict(state_dict)
             return
-        with warnings.catch_warnings():  # handled here: Lightning only warns that it forgets them
+        with warnings.catch_warnings():  # handled below: Lightning only warns that it forgets them
             warnings.filterwarnings("ignore", message=_DIRPATH_CHANGED)
             super().load_state_dict(state_dict)
+        # Only a resumed fit goes on saving checkpoints (testing a checkpoint restores callbacks too).
+        if trainer is None or trainer.state.fn != TrainerFn.FITTING:
+            return
         self.best_model_path = ""  # a path of the earlier run's folder, not of this run
         if self.monitor is None or state_dict.get("best_model_score") is None:
             return
