@@ -1,4 +1,4 @@
-"""The feature cache: keyed on the backbone's actual weights, memory-mapped on disk, served in-process."""
+"""The feature cache: keyed on the backbone's actual weights, read by row from disk, served in-process."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ from transferlab.strategies import feature_cache
 from transferlab.strategies.feature_batches import EpochBatches
 from transferlab.strategies.feature_cache import (
     FeatureCache,
-    MappedFeatures,
     feature_cache_key,
     read_features,
     weights_fingerprint,
@@ -72,9 +71,10 @@ def probe_overrides(folder: Path) -> list[str]:
     return [f"+callbacks.probe._target_={__name__}.BatchProbe", f"+callbacks.probe.folder={folder}"]
 
 
-def cache_files(folder: Path) -> dict[int, MappedFeatures]:
-    """The cache's feature files by row count (the tests' splits all differ in size)."""
-    return {len(rows): rows for rows in (read_features(path) for path in sorted(folder.glob("*.npy")))}
+def cache_files(folder: Path) -> dict[int, np.ndarray]:
+    """The rows of the cache's feature files by row count (the tests' splits all differ in size)."""
+    arrays = (np.load(path, allow_pickle=False) for path in sorted(folder.glob("*.npy")))
+    return {len(rows): rows for rows in arrays}
 
 
 # ----------------------------------------------------------------- point 2: keyed on the actual weights
@@ -115,7 +115,7 @@ def test_cached_features_are_the_backbone_on_the_data_modules_own_val_images(
     model.backbone.eval()
     with torch.no_grad():
         expected = model.backbone(images)
-    cached = torch.from_numpy(cache_files(cache)[len(val_set)][:])
+    cached = torch.from_numpy(cache_files(cache)[len(val_set)])
     assert torch.allclose(cached, expected, atol=1e-5), (cached - expected).abs().max()
 
 
@@ -158,22 +158,28 @@ def test_cache_key_follows_weights_libraries_image_reading_and_files(
     assert len({base, *variants}) == len(variants) + 1
 
 
-# ----------------------------------------------------------------- point 9: rows on disk, memory-mapped
+# ----------------------------------------------------------------- point 9: rows on disk, read by row
 
 
-def test_features_are_written_in_chunks_and_read_memory_mapped(tmp_path: Path) -> None:
+def test_features_are_written_in_chunks_and_read_by_row(tmp_path: Path) -> None:
     rows = torch.randn(10, 4)
     path = write_features(tmp_path / "f.npy", 10, (rows[i : i + 3] for i in range(0, 10, 3)))
     assert [p.name for p in tmp_path.iterdir()] == ["f.npy"]
     assert torch.equal(torch.from_numpy(np.load(path, allow_pickle=False)), rows)  # a standard .npy file
-    # Mapped, not loaded: rows are read from the file; pages are handed back every 48 bytes read here.
-    mapped = MappedFeatures(path, release_bytes=48)
-    assert mapped.shape == (10, 4) and not mapped.array.flags.writeable
-    assert not mapped.array.flags.owndata
-    for _ in range(3):
-        order = torch.randperm(10)
-        got = torch.cat([torch.from_numpy(mapped[batch.numpy()]) for batch in order.split(3)])
-        assert torch.equal(got, rows[order])
+    features = read_features(path)
+    assert features.shape == (10, 4)
+    order = torch.randperm(10)
+    got = torch.cat([torch.from_numpy(features[batch.numpy()]) for batch in order.split(3)])
+    assert torch.equal(got, rows[order])
+    assert torch.equal(torch.from_numpy(features[2:7]), rows[2:7])  # a run of rows: one read
+    assert torch.equal(torch.from_numpy(features[np.array([4, 5, 6, 1, 2, 9])]), rows[[4, 5, 6, 1, 2, 9]])
+    got = torch.from_numpy(features[np.array([3])])
+    got += 1  # each read is a private copy
+    assert torch.equal(torch.from_numpy(features[np.array([3])]), rows[[3]])
+    assert features[np.array([], dtype=np.int64)].shape == (0, 4)
+    with pytest.raises(IndexError):
+        features[np.array([10])]
+    features.close()
 
 
 def test_an_interrupted_or_short_write_leaves_no_file(tmp_path: Path) -> None:
@@ -197,12 +203,15 @@ def test_damaged_or_pickled_cache_files_are_not_used(
     np.save(cache.path("pickled"), np.array([{"a": 1}], dtype=object), allow_pickle=True)
     cache.path("truncated").write_bytes(cache.path("pickled").read_bytes()[:20])
     write_features(cache.path("short"), 3, [np.zeros((3, 2))])
+    cache.path("cut").write_bytes(cache.path("short").read_bytes()[:-4])
     assert cache.load("pickled", 1) is None
     assert cache.load("truncated", 1) is None
+    assert cache.load("cut", 3) is None
     assert cache.load("short", 4) is None
     assert cache.load("missing", 1) is None
-    assert caplog.text.count("computing it again") == 3
-    assert cache.load("short", 3) is not None
+    assert caplog.text.count("computing it again") == 4
+    with cache.load("short", 3) as found:
+        assert len(found) == 3
 
 
 # ----------------------------------------------------------------- point 8: in-process batches

@@ -2,8 +2,8 @@
 
 With ``feature_cache=true`` the embeddings of the un-augmented training and validation images are computed
 once by the backbone as it is when fitting starts, stored on disk (:mod:`.feature_cache`) and reused by
-every later epoch and run; the epochs then only train the head, on batches sliced from the memory-mapped
-features in the training process itself (:mod:`.feature_batches`). The test split still runs on images
+every later epoch and run; the epochs then only train the head, on batches read from the cache file in
+the training process itself (:mod:`.feature_batches`). The test split still runs on images
 through the backbone, which the cached features equal (same weights, same image pipeline).
 """
 
@@ -128,6 +128,8 @@ class FeatureExtractionClassifier(ClassifierModule):
         super().teardown(stage)
         if stage == "fit" and self._feature_splits:
             _restore_loaders(self.trainer.datamodule)
+            for split in self._feature_splits.values():
+                split.release()
             self._feature_splits = None
 
     def _attach_features(self, splits: dict[str, FeatureSplit]) -> None:
@@ -145,7 +147,9 @@ class FeatureExtractionClassifier(ClassifierModule):
         }
         if strategy.is_global_zero:
             for name, key in keys.items():
-                if cache.load(key, len(images[name])) is not None:
+                found = cache.load(key, len(images[name]))
+                if found is not None:
+                    found.close()
                     log.info("Feature cache hit for %s: %s", name, cache.path(key))
                     continue
                 chunks = compute_features(
