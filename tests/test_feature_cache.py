@@ -67,6 +67,32 @@ class BatchProbe(L.Callback):
         torch.save({**self.batches, "children": self.children}, self.folder / f"rank{trainer.global_rank}.pt")
 
 
+class BackboneCalls(L.Callback):
+    """Counts the backbone's forward passes between the start and the end of training (validation and
+    callbacks included), then compares ``sample_logits`` of a few validation images with the images run
+    through the module."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.difference = float("nan")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        self._hook = pl_module.backbone.register_forward_hook(lambda *args: self._count())
+
+    def _count(self) -> None:
+        self.calls += 1
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        self._hook.remove()
+        val_set = trainer.datamodule.val_set
+        cached = pl_module.sample_logits(val_set.samples[:5])
+        pl_module.eval()
+        with torch.no_grad():
+            direct = pl_module(torch.stack([val_set[i][0] for i in range(5)]))
+        self.difference = float((cached - direct).abs().max())
+        assert pl_module.sample_logits([("not/a/val/image.png", 0)]) is None
+
+
 def probe_overrides(folder: Path) -> list[str]:
     return [f"+callbacks.probe._target_={__name__}.BatchProbe", f"+callbacks.probe.folder={folder}"]
 
@@ -274,6 +300,20 @@ def test_cached_epochs_run_in_the_training_process_without_loader_workers(
         expected = epoch_permutation(36, cfg.seed, epoch)
         assert torch.equal(features, torch.from_numpy(train_rows[expected.numpy()]))
         assert labels.tolist() == [objects["datamodule"].train_set.targets[i] for i in expected]
+
+
+def test_validation_pictures_of_a_cached_fit_do_not_run_the_backbone(train_config, tmp_path: Path) -> None:
+    # The default callbacks and loggers: the validation image logger draws predictions every epoch.
+    cfg = train_config(
+        *FE, "trainer.max_epochs=2", f"model.cache_dir={tmp_path / 'cache'}",
+        f"+callbacks.backbone_calls._target_={__name__}.BackboneCalls",
+    )  # fmt: skip
+    assert cfg.callbacks.validation_images is not None and "tensorboard" in cfg.logger
+    _, objects = train(cfg)
+    probe = next(c for c in objects["trainer"].callbacks if isinstance(c, BackboneCalls))
+    assert probe.calls == 0
+    assert probe.difference < 1e-4
+    assert list((Path(cfg.paths.output_dir) / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_balanced_sampling_is_honoured_on_cached_features(train_config, tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ class FeatureSplit:
         self.class_names = list(class_names)
         self.labels = torch.tensor([label for _, label in self.samples], dtype=torch.long)
         self.features: FeatureFile | np.ndarray | None = None
+        self._positions: dict[tuple[str, int], int] | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -53,6 +54,13 @@ class FeatureSplit:
         if isinstance(self.features, FeatureFile):
             self.features.close()
         self.features = None
+
+    def indices_of(self, samples: Sequence[tuple[str, int]]) -> torch.Tensor | None:
+        """Positions of ``samples`` in this split, or None if one of them is not in it."""
+        if self._positions is None:
+            self._positions = {sample: index for index, sample in enumerate(self.samples)}
+        positions = [self._positions.get((str(path), int(label))) for path, label in samples]
+        return None if None in positions else torch.tensor(positions, dtype=torch.long)
 
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The features (float32, one row per index) and class indices of ``indices``, in that order."""

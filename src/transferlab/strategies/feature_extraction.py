@@ -10,8 +10,10 @@ through the backbone, which the cached features equal (same weights, same image 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import torch
 
 from transferlab.data.dataset import ImageSampleDataset
 from transferlab.data.sampling import EpochSampler
@@ -131,6 +133,21 @@ class FeatureExtractionClassifier(ClassifierModule):
             for split in self._feature_splits.values():
                 split.release()
             self._feature_splits = None
+
+    @torch.no_grad()
+    def sample_logits(self, samples: Sequence[tuple[str, int]]) -> torch.Tensor | None:
+        """Logits of training or validation ``samples`` from their cached features (None if not cached).
+
+        While fitting on cached features, this lets callbacks that show predictions on some images (such
+        as :class:`~transferlab.callbacks.ValidationImageLogger`) skip the backbone, whose output for
+        these images the cache already holds.
+        """
+        for split in (self._feature_splits or {}).values():
+            indices = split.indices_of(samples) if split.features is not None else None
+            if indices is not None:
+                features, _ = split.batch(indices)
+                return self(features.to(self.device))
+        return None
 
     def _attach_features(self, splits: dict[str, FeatureSplit]) -> None:
         datamodule, strategy = self.trainer.datamodule, self.trainer.strategy
