@@ -1,4 +1,4 @@
-"""The feature cache: keyed on the backbone's actual weights, memory-mapped on disk, served in-process."""
+"""The feature cache: keyed on the backbone's actual weights, read by row from disk, served in-process."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ from transferlab.strategies import feature_cache
 from transferlab.strategies.feature_batches import EpochBatches
 from transferlab.strategies.feature_cache import (
     FeatureCache,
-    MappedFeatures,
     feature_cache_key,
     read_features,
     weights_fingerprint,
@@ -68,13 +67,40 @@ class BatchProbe(L.Callback):
         torch.save({**self.batches, "children": self.children}, self.folder / f"rank{trainer.global_rank}.pt")
 
 
+class BackboneCalls(L.Callback):
+    """Counts the backbone's forward passes between the start and the end of training (validation and
+    callbacks included), then compares ``sample_logits`` of a few validation images with the images run
+    through the module."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.difference = float("nan")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        self._hook = pl_module.backbone.register_forward_hook(lambda *args: self._count())
+
+    def _count(self) -> None:
+        self.calls += 1
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        self._hook.remove()
+        val_set = trainer.datamodule.val_set
+        cached = pl_module.sample_logits(val_set.samples[:5])
+        pl_module.eval()
+        with torch.no_grad():
+            direct = pl_module(torch.stack([val_set[i][0] for i in range(5)]))
+        self.difference = float((cached - direct).abs().max())
+        assert pl_module.sample_logits([("not/a/val/image.png", 0)]) is None
+
+
 def probe_overrides(folder: Path) -> list[str]:
     return [f"+callbacks.probe._target_={__name__}.BatchProbe", f"+callbacks.probe.folder={folder}"]
 
 
-def cache_files(folder: Path) -> dict[int, MappedFeatures]:
-    """The cache's feature files by row count (the tests' splits all differ in size)."""
-    return {len(rows): rows for rows in (read_features(path) for path in sorted(folder.glob("*.npy")))}
+def cache_files(folder: Path) -> dict[int, np.ndarray]:
+    """The rows of the cache's feature files by row count (the tests' splits all differ in size)."""
+    arrays = (np.load(path, allow_pickle=False) for path in sorted(folder.glob("*.npy")))
+    return {len(rows): rows for rows in arrays}
 
 
 # ----------------------------------------------------------------- point 2: keyed on the actual weights
@@ -115,7 +141,7 @@ def test_cached_features_are_the_backbone_on_the_data_modules_own_val_images(
     model.backbone.eval()
     with torch.no_grad():
         expected = model.backbone(images)
-    cached = torch.from_numpy(cache_files(cache)[len(val_set)][:])
+    cached = torch.from_numpy(cache_files(cache)[len(val_set)])
     assert torch.allclose(cached, expected, atol=1e-5), (cached - expected).abs().max()
 
 
@@ -158,22 +184,28 @@ def test_cache_key_follows_weights_libraries_image_reading_and_files(
     assert len({base, *variants}) == len(variants) + 1
 
 
-# ----------------------------------------------------------------- point 9: rows on disk, memory-mapped
+# ----------------------------------------------------------------- point 9: rows on disk, read by row
 
 
-def test_features_are_written_in_chunks_and_read_memory_mapped(tmp_path: Path) -> None:
+def test_features_are_written_in_chunks_and_read_by_row(tmp_path: Path) -> None:
     rows = torch.randn(10, 4)
     path = write_features(tmp_path / "f.npy", 10, (rows[i : i + 3] for i in range(0, 10, 3)))
     assert [p.name for p in tmp_path.iterdir()] == ["f.npy"]
     assert torch.equal(torch.from_numpy(np.load(path, allow_pickle=False)), rows)  # a standard .npy file
-    # Mapped, not loaded: rows are read from the file; pages are handed back every 48 bytes read here.
-    mapped = MappedFeatures(path, release_bytes=48)
-    assert mapped.shape == (10, 4) and not mapped.array.flags.writeable
-    assert not mapped.array.flags.owndata
-    for _ in range(3):
-        order = torch.randperm(10)
-        got = torch.cat([torch.from_numpy(mapped[batch.numpy()]) for batch in order.split(3)])
-        assert torch.equal(got, rows[order])
+    features = read_features(path)
+    assert features.shape == (10, 4)
+    order = torch.randperm(10)
+    got = torch.cat([torch.from_numpy(features[batch.numpy()]) for batch in order.split(3)])
+    assert torch.equal(got, rows[order])
+    assert torch.equal(torch.from_numpy(features[2:7]), rows[2:7])  # a run of rows: one read
+    assert torch.equal(torch.from_numpy(features[np.array([4, 5, 6, 1, 2, 9])]), rows[[4, 5, 6, 1, 2, 9]])
+    got = torch.from_numpy(features[np.array([3])])
+    got += 1  # each read is a private copy
+    assert torch.equal(torch.from_numpy(features[np.array([3])]), rows[[3]])
+    assert features[np.array([], dtype=np.int64)].shape == (0, 4)
+    with pytest.raises(IndexError):
+        features[np.array([10])]
+    features.close()
 
 
 def test_an_interrupted_or_short_write_leaves_no_file(tmp_path: Path) -> None:
@@ -197,12 +229,15 @@ def test_damaged_or_pickled_cache_files_are_not_used(
     np.save(cache.path("pickled"), np.array([{"a": 1}], dtype=object), allow_pickle=True)
     cache.path("truncated").write_bytes(cache.path("pickled").read_bytes()[:20])
     write_features(cache.path("short"), 3, [np.zeros((3, 2))])
+    cache.path("cut").write_bytes(cache.path("short").read_bytes()[:-4])
     assert cache.load("pickled", 1) is None
     assert cache.load("truncated", 1) is None
+    assert cache.load("cut", 3) is None
     assert cache.load("short", 4) is None
     assert cache.load("missing", 1) is None
-    assert caplog.text.count("computing it again") == 3
-    assert cache.load("short", 3) is not None
+    assert caplog.text.count("computing it again") == 4
+    with cache.load("short", 3) as found:
+        assert len(found) == 3
 
 
 # ----------------------------------------------------------------- point 8: in-process batches
@@ -265,6 +300,20 @@ def test_cached_epochs_run_in_the_training_process_without_loader_workers(
         expected = epoch_permutation(36, cfg.seed, epoch)
         assert torch.equal(features, torch.from_numpy(train_rows[expected.numpy()]))
         assert labels.tolist() == [objects["datamodule"].train_set.targets[i] for i in expected]
+
+
+def test_validation_pictures_of_a_cached_fit_do_not_run_the_backbone(train_config, tmp_path: Path) -> None:
+    # The default callbacks and loggers: the validation image logger draws predictions every epoch.
+    cfg = train_config(
+        *FE, "trainer.max_epochs=2", f"model.cache_dir={tmp_path / 'cache'}",
+        f"+callbacks.backbone_calls._target_={__name__}.BackboneCalls",
+    )  # fmt: skip
+    assert cfg.callbacks.validation_images is not None and "tensorboard" in cfg.logger
+    _, objects = train(cfg)
+    probe = next(c for c in objects["trainer"].callbacks if isinstance(c, BackboneCalls))
+    assert probe.calls == 0
+    assert probe.difference < 1e-4
+    assert list((Path(cfg.paths.output_dir) / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_balanced_sampling_is_honoured_on_cached_features(train_config, tmp_path: Path) -> None:

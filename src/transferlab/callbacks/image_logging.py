@@ -162,12 +162,16 @@ class ValidationImageLogger(L.Callback):
     def _prediction_grid(
         self, pl_module: L.LightningModule, samples: Sequence[tuple[str, int]]
     ) -> np.ndarray:
-        transform = build_eval_transform(pl_module.preprocessing)
         images = [load_rgb(path) for path, _ in samples]
-        batch = torch.stack([transform(image) for image in images]).to(pl_module.device)
         was_training = pl_module.training
         pl_module.eval()
-        predicted = pl_module(batch).argmax(dim=1).tolist()
+        # A module training on cached features predicts from them, without running its backbone again.
+        sample_logits = getattr(pl_module, "sample_logits", None)
+        logits = sample_logits(samples) if sample_logits is not None else None
+        if logits is None:
+            transform = build_eval_transform(pl_module.preprocessing)
+            logits = pl_module(torch.stack([transform(image) for image in images]).to(pl_module.device))
+        predicted = logits.argmax(dim=1).tolist()
         pl_module.train(was_training)
         names = pl_module.class_names
         return render_prediction_grid(images, [names[i] for i in predicted], [names[t] for _, t in samples])

@@ -1,4 +1,4 @@
-"""Batches of cached features served in the training process itself, as slices of a memory-mapped array.
+"""Batches of cached features served in the training process itself, read from the cache file by row.
 
 A cached epoch of a linear head is a few matrix products: worker processes and per-sample collation
 would cost far more than the arithmetic. :class:`FeatureBatches` is a plain iterable of
@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from transferlab.data.sampling import epoch_permutation, epoch_seed, epoch_weighted_draw
 from transferlab.errors import UserError
-from transferlab.strategies.feature_cache import MappedFeatures
+from transferlab.strategies.feature_cache import FeatureFile
 
 
 class FeatureSplit:
@@ -37,16 +37,30 @@ class FeatureSplit:
         self.samples = [(str(path), int(label)) for path, label in samples]
         self.class_names = list(class_names)
         self.labels = torch.tensor([label for _, label in self.samples], dtype=torch.long)
-        self.features: MappedFeatures | np.ndarray | None = None
+        self.features: FeatureFile | np.ndarray | None = None
+        self._positions: dict[tuple[str, int], int] | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def attach(self, features: MappedFeatures | np.ndarray) -> None:
-        """Use ``features``: one row per sample, a mapped cache file or an array."""
+    def attach(self, features: FeatureFile | np.ndarray) -> None:
+        """Use ``features``: one row per sample, an open cache file or an array."""
         if len(features) != len(self):
             raise ValueError(f"{len(features)} feature rows for {len(self)} samples")
         self.features = features
+
+    def release(self) -> None:
+        """Close the cache file, if the features come from one."""
+        if isinstance(self.features, FeatureFile):
+            self.features.close()
+        self.features = None
+
+    def indices_of(self, samples: Sequence[tuple[str, int]]) -> torch.Tensor | None:
+        """Positions of ``samples`` in this split, or None if one of them is not in it."""
+        if self._positions is None:
+            self._positions = {sample: index for index, sample in enumerate(self.samples)}
+        positions = [self._positions.get((str(path), int(label))) for path, label in samples]
+        return None if None in positions else torch.tensor(positions, dtype=torch.long)
 
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The features (float32, one row per index) and class indices of ``indices``, in that order."""

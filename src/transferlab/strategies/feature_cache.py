@@ -2,8 +2,8 @@
 
 A cache entry is one ``.npy`` file of float32 rows (one per image, in dataset order) named by the SHA-256
 of its key. It is written chunk by chunk while the backbone computes it (never whole in memory) into a
-temporary file that is then renamed into place, and it is read back memory-mapped without pickle: every
-process training on it shares the operating system's page cache instead of holding its own copy.
+temporary file that is then renamed into place, and its rows are read back on demand, without pickle:
+every process training on it shares the operating system's page cache instead of holding its own copy.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import mmap
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -34,6 +33,7 @@ CACHE_FORMAT = 2
 FEATURE_DTYPE = np.dtype("<f4")
 # The libraries whose code turns image files into features: decoding, transforms, the network.
 FEATURE_LIBRARIES = ("torch", "torchvision", "timm", "pillow")
+_HAS_PREADV = hasattr(os, "preadv")
 
 
 def weights_fingerprint(module: nn.Module) -> str:
@@ -161,63 +161,95 @@ def _as_rows(chunk: Any) -> np.ndarray:
     return array
 
 
-class MappedFeatures:
-    """The rows of a feature file written by :func:`write_features`, memory-mapped read-only.
+class FeatureFile:
+    """The rows of a feature file written by :func:`write_features`, read on demand by position.
 
-    Indexing copies the rows asked for out of the mapping. The pages read stay in the operating system's
-    page cache, shared by every process that maps the file; once ``release_bytes`` of rows have been
-    read, this process hands its mapped pages back (``madvise(MADV_DONTNEED)``), so that they stop
-    counting in its resident memory: training on a cache of any size costs each process about
-    ``release_bytes`` of it, not the whole file. Nothing is unpickled.
+    Indexing reads just the rows asked for (one read per run of consecutive rows) into a new array.
+    The file's pages stay in the operating system's page cache, shared by every process that reads the
+    file, and are never mapped into a process: training on a cache of any size costs each process the
+    batch it reads, not the file. (A read-only memory map reads random rows faster, but every page it
+    touches becomes resident in the process, on recent kernels in large folios: one random epoch over a
+    0.5 GB cache leaves all of it resident in each training process, and handing the pages back with
+    ``madvise`` makes an epoch slower than these reads; see benchmarks/RESULTS.md.) Nothing is unpickled.
+    Usable as a context manager that closes the file.
 
     Args:
         path: the ``.npy`` file.
-        release_bytes: rows read between two releases of the mapped pages.
 
     Raises:
         ValueError: the file is not a complete 2-D float32 ``.npy`` array.
     """
 
-    def __init__(self, path: str | os.PathLike[str], release_bytes: int = 64 * 2**20) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        with open(self.path, "rb") as handle:
-            version = np.lib.format.read_magic(handle)
+        self._file = open(self.path, "rb", buffering=0)  # noqa: SIM115 (kept open; see close)
+        try:
+            version = np.lib.format.read_magic(self._file)
             read_header = {
                 (1, 0): np.lib.format.read_array_header_1_0,
                 (2, 0): np.lib.format.read_array_header_2_0,
             }.get(version)
             if read_header is None:
                 raise ValueError(f"{self.path} is a .npy file of unsupported version {version}")
-            shape, fortran_order, dtype = read_header(handle)
+            shape, fortran_order, dtype = read_header(self._file)
             if dtype != FEATURE_DTYPE or len(shape) != 2 or fortran_order:
                 raise ValueError(f"{self.path} holds a {dtype} array of shape {shape}, not float32 rows")
-            offset = handle.tell()
-            self._mmap = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-        # Raises ValueError if the file is shorter than its header says (truncated).
-        self.array = np.frombuffer(self._mmap, FEATURE_DTYPE, shape[0] * shape[1], offset).reshape(shape)
-        self.release_bytes = release_bytes
-        self._read_since_release = 0
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """``(rows, features)``."""
-        return self.array.shape  # type: ignore[return-value]
+            self._offset = self._file.tell()
+            self._row_bytes = shape[1] * FEATURE_DTYPE.itemsize
+            size = os.fstat(self._file.fileno()).st_size
+            if size != self._offset + shape[0] * self._row_bytes:
+                raise ValueError(f"{self.path} has {size} bytes, not the {shape} rows its header announces")
+        except BaseException:
+            self._file.close()
+            raise
+        self.shape: tuple[int, int] = (int(shape[0]), int(shape[1]))
 
     def __len__(self) -> int:
-        return self.array.shape[0]
+        return self.shape[0]
 
     def __getitem__(self, indices: Any) -> np.ndarray:
-        rows = np.array(self.array[indices])  # a private, writable copy
-        self._read_since_release += rows.nbytes
-        if self._read_since_release >= self.release_bytes and hasattr(self._mmap, "madvise"):
-            self._mmap.madvise(mmap.MADV_DONTNEED)
-            self._read_since_release = 0
+        """Rows ``indices`` (an integer array or a slice), in that order, as a new float32 array."""
+        if isinstance(indices, slice):
+            positions = np.arange(*indices.indices(len(self)))
+        else:
+            positions = np.asarray(indices, dtype=np.int64).reshape(-1)
+            if positions.size and not 0 <= positions.min() <= positions.max() < len(self):
+                raise IndexError(f"row indices outside [0, {len(self)}) in {self.path}")
+        rows = np.empty((len(positions), self.shape[1]), FEATURE_DTYPE)
+        if not len(positions):
+            return rows
+        target, size = memoryview(rows).cast("B"), self._row_bytes
+        # Runs of consecutive rows (a slice, the validation order) take one read each.
+        runs = np.flatnonzero(np.diff(positions, prepend=-2) != 1)
+        starts, ends = runs.tolist(), [*runs[1:].tolist(), len(positions)]
+        offsets = (self._offset + positions[runs] * size).tolist()
+        for start, end, offset in zip(starts, ends, offsets, strict=True):
+            self._read_into(target[start * size : end * size], offset)
         return rows
 
+    def _read_into(self, buffer: memoryview, offset: int) -> None:
+        if _HAS_PREADV:
+            count = os.preadv(self._file.fileno(), [buffer], offset)
+        else:  # no positional reads on this system
+            self._file.seek(offset)
+            count = self._file.readinto(buffer) or 0
+        if count != len(buffer):
+            raise OSError(f"{self.path} was cut short while being read ({count} of {len(buffer)} bytes)")
 
-def read_features(path: str | os.PathLike[str]) -> MappedFeatures:
-    """Map a feature file (see :class:`MappedFeatures`)."""
-    return MappedFeatures(path)
+    def close(self) -> None:
+        """Close the file."""
+        self._file.close()
+
+    def __enter__(self) -> FeatureFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def read_features(path: str | os.PathLike[str]) -> FeatureFile:
+    """Open a feature file for reading rows (see :class:`FeatureFile`)."""
+    return FeatureFile(path)
 
 
 class FeatureCache:
@@ -230,8 +262,8 @@ class FeatureCache:
         """Where the features of ``key`` are stored."""
         return self.folder / f"{key}.npy"
 
-    def load(self, key: str, num_rows: int) -> MappedFeatures | None:
-        """The stored features of ``key`` (memory-mapped), or None if there are none yet.
+    def load(self, key: str, num_rows: int) -> FeatureFile | None:
+        """The stored features of ``key`` (opened for reading rows), or None if there are none yet.
 
         A damaged file (wrong row count, unreadable) counts as missing, with a warning: it is rebuilt.
         """
@@ -253,9 +285,9 @@ class FeatureCache:
             return None
         return features
 
-    def store(self, key: str, num_rows: int, chunks: Iterable[Any]) -> MappedFeatures:
-        """Write the features of ``key`` from ``chunks`` (see :func:`write_features`) and map them."""
-        return read_features(write_features(self.path(key), num_rows, chunks))
+    def store(self, key: str, num_rows: int, chunks: Iterable[Any]) -> Path:
+        """Write the features of ``key`` from ``chunks`` (see :func:`write_features`)."""
+        return write_features(self.path(key), num_rows, chunks)
 
 
 @torch.inference_mode()

@@ -2,8 +2,8 @@
 
 With ``feature_cache=true`` the embeddings of the un-augmented training and validation images are computed
 once by the backbone as it is when fitting starts, stored on disk (:mod:`.feature_cache`) and reused by
-every later epoch and run; the epochs then only train the head, on batches sliced from the memory-mapped
-features in the training process itself (:mod:`.feature_batches`). The test split still runs on images
+every later epoch and run; the epochs then only train the head, on batches read from the cache file in
+the training process itself (:mod:`.feature_batches`). The test split still runs on images
 through the backbone, which the cached features equal (same weights, same image pipeline).
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import torch
 
 from transferlab.data.dataset import ImageSampleDataset
 from transferlab.data.sampling import EpochSampler
@@ -127,7 +129,24 @@ class FeatureExtractionClassifier(ClassifierModule):
         super().teardown(stage)
         if stage == "fit" and self._feature_splits:
             _restore_loaders(self.trainer.datamodule)
+            for split in self._feature_splits.values():
+                split.release()
             self._feature_splits = None
+
+    @torch.no_grad()
+    def sample_logits(self, samples: Sequence[tuple[str, int]]) -> torch.Tensor | None:
+        """Logits of training or validation ``samples`` from their cached features (None if not cached).
+
+        While fitting on cached features, this lets callbacks that show predictions on some images (such
+        as :class:`~transferlab.callbacks.ValidationImageLogger`) skip the backbone, whose output for
+        these images the cache already holds.
+        """
+        for split in (self._feature_splits or {}).values():
+            indices = split.indices_of(samples) if split.features is not None else None
+            if indices is not None:
+                features, _ = split.batch(indices)
+                return self(features.to(self.device))
+        return None
 
     def _attach_features(self, splits: dict[str, FeatureSplit]) -> None:
         datamodule, strategy = self.trainer.datamodule, self.trainer.strategy
@@ -144,7 +163,9 @@ class FeatureExtractionClassifier(ClassifierModule):
         }
         if strategy.is_global_zero:
             for name, key in keys.items():
-                if cache.load(key, len(images[name])) is not None:
+                found = cache.load(key, len(images[name]))
+                if found is not None:
+                    found.close()
                     log.info("Feature cache hit for %s: %s", name, cache.path(key))
                     continue
                 chunks = compute_features(
