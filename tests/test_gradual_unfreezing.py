@@ -13,16 +13,16 @@ from hydra.utils import instantiate
 from tests.conftest import CONF_DIR, compose_config
 from transferlab.backbones import available_backbones
 from transferlab.callbacks.gradual_unfreezing import build_schedule
-from transferlab.strategies.base import plain
 from transferlab.train import train
 from transferlab.utils.cli import find_user_error
+from transferlab.utils.config import to_container
 
 SMALL_CNN_GROUPS = ["block1", "block2", "block3"]
 
 
 def _module(tmp_path: Path, *overrides: str, backbone: str = "small_cnn"):
     cfg = compose_config("train", ["model=gradual_unfreezing", f"backbone={backbone}", *overrides], tmp_path)
-    args = plain(cfg.backbone)
+    args = to_container(cfg.backbone)
     if args.get("weights") == "imagenet":
         args["weights"] = "none"
     return instantiate(cfg.model, backbone=args, class_names=["a", "b", "c"], class_counts=[4, 4, 4])

@@ -65,6 +65,7 @@ def test_default_schedule_through_the_cli_prints_logs_and_records(tiny_data: Pat
     assert "frozen until the end (max_epochs=4): block1, block2" in output
     assert "Epoch 2: unfroze block3 (lr 3.0e-04); trainable: head + 1/3 block groups" in output
     assert "unfroze block2" not in output
+    assert "will override existing callbacks" not in output  # test() after fit() reuses the callback
     assert "Epoch 2: unfroze block3" in (run / "train.log").read_text()
 
     rows = _csv_rows(run)

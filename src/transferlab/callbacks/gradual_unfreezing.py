@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from transferlab.errors import UserError
+from transferlab.strategies.base import TransferModule
 
 ALL = "all"
 
@@ -204,15 +205,10 @@ class GradualUnfreezing(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        missing = [
-            n
-            for n in ("set_trainable_blocks", "block_group_names", "block_group_lr")
-            if not hasattr(pl_module, n)
-        ]
-        if missing:
+        if not isinstance(pl_module, TransferModule):
             raise UserError(
-                f"Gradual unfreezing needs a transferlab strategy module; {type(pl_module).__name__} lacks "
-                f"{missing}. Use model=gradual_unfreezing."
+                f"Gradual unfreezing needs a transferlab strategy module (TransferModule), not "
+                f"{type(pl_module).__name__}. Use model=gradual_unfreezing."
             )
         self.schedule = build_schedule(pl_module.block_group_names, **self.settings)
 
