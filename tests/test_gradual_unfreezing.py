@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from tests.conftest import CONF_DIR, compose_config
 from transferlab.backbones import available_backbones
 from transferlab.callbacks.gradual_unfreezing import build_schedule
+from transferlab.errors import UserError
 from transferlab.train import train
 from transferlab.utils.cli import find_user_error
 from transferlab.utils.config import to_container
@@ -70,6 +71,14 @@ def test_bad_schedules_are_user_errors_before_training(case: str, tmp_path: Path
     error = find_user_error(caught.value)
     assert error is not None, caught.value
     assert message in str(error)
+
+
+def test_callback_on_a_module_whose_optimizer_lacks_frozen_groups_says_what_to_use(train_config) -> None:
+    cfg = train_config(
+        "model.trainable_blocks=0", "+callbacks.unfreeze._target_=transferlab.callbacks.GradualUnfreezing"
+    )
+    with pytest.raises(UserError, match=r"every parameter in the optimizer.*model=gradual_unfreezing"):
+        train(cfg)
 
 
 # ----------------------------------------------------------------------------------------- groups

@@ -143,6 +143,7 @@ def test_run_killed_after_an_unfreeze_resumes_into_a_new_folder_like_an_unbroken
     result = run_cli("transferlab.train", *same, *resume, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Epoch 2: resumed with block3 (lr 3.0e-04), block2 (lr 3.0e-04) trainable" in result.stdout
+    assert "unfreezing schedule" not in result.stderr  # the checkpoint's schedule is this run's
 
     expected, got = _checkpoint(unbroken), _checkpoint(resumed)
     # same weights (and BatchNorm statistics) at the end

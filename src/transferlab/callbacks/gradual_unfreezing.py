@@ -172,8 +172,8 @@ def _parse_milestones(raw: Mapping[Any, Any], group_names: Sequence[str]) -> tup
 class GradualUnfreezing(L.Callback):
     """Unfreeze a :class:`~transferlab.strategies.TransferModule`'s block groups from the top on a schedule.
 
-    The module must start with its backbone frozen and build its optimizer with every block group in it
-    (``model=gradual_unfreezing`` does both and adds this callback itself). At each train-epoch start the
+    The module's optimizer must hold every block group from the start (``model=gradual_unfreezing``
+    builds it so and adds this callback itself; other modules are refused). At each train-epoch start the
     callback sets the number of trainable groups the schedule gives for that epoch, logs each unfreeze,
     and logs ``train/trainable_params`` and ``train/trainable_block_groups``. Under DDP it averages the
     gradients of the groups DDP does not reduce (those unfrozen after the model was wrapped).
