@@ -63,9 +63,10 @@ def main() -> None:
         for model in order:
             outcome = run(model, seed, work, args.overrides)
             results[model].append(outcome)
+            # other people's jobs share the cores: the 1-minute load average says how busy they were
             print(
                 f"seed {seed} {model:<20} test/acc {outcome['test/acc']:.4f}  val/acc_best "
-                f"{outcome['val/acc_best']:.4f}  {outcome['seconds']:.1f} s",
+                f"{outcome['val/acc_best']:.4f}  {outcome['seconds']:.1f} s  load {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
 
