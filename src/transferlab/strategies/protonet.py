@@ -258,26 +258,43 @@ class ProtoNetModule(TransferModule):
         self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, num_classes: int
     ) -> torch.Tensor:
         """Query logits ``(Q, num_classes)`` against the prototypes of the support embeddings."""
-        embedded = self.embed(torch.cat([support, query]))  # one pass: BatchNorm sees the whole episode
-        centres = prototypes(embedded[: len(support)], support_labels, num_classes)
-        return self.distance(embedded[len(support) :], centres)
+        features = self.backbone_features(torch.cat([support, query]))  # one pass: BatchNorm sees it all
+        return self._logits_of(features, len(support), support_labels, num_classes)
 
-    def _baseline_logits(self, episode: Episode, num_classes: int) -> torch.Tensor:
-        x = torch.cat([episode.support, episode.query])
-        if x.ndim == 2:
-            features = x  # cached features of the frozen pretrained backbone
-        elif self.baseline_backbone is not None:
+    def _logits_of(
+        self, features: torch.Tensor, n_support: int, support_labels: torch.Tensor, num_classes: int
+    ) -> torch.Tensor:
+        embedded = self.projection(features) if self.projection is not None else features
+        centres = prototypes(embedded[:n_support], support_labels, num_classes)
+        return self.distance(embedded[n_support:], centres)
+
+    def _baseline_logits(
+        self,
+        x: torch.Tensor,
+        features: torch.Tensor,
+        n_support: int,
+        support_labels: torch.Tensor,
+        num_classes: int,
+    ) -> torch.Tensor:
+        """The same episode on the features of the backbone before episodic training, no projection."""
+        if self.baseline_backbone is not None and x.ndim != 2:
             features = self.baseline_backbone(x)
-        else:
-            features = self.backbone(x)
-        n_support = len(episode.support)
-        centres = prototypes(features[:n_support], episode.support_labels, num_classes)
+        # else: a frozen backbone (or cached features of it) is the pretrained one; its features are reused
+        centres = prototypes(features[:n_support], support_labels, num_classes)
         if self.distance.kind == "cosine":
             return cosine_logits(features[n_support:], centres, 1.0)
         return squared_euclidean_logits(features[n_support:], centres)
 
     # ----------------------------------------------------------------- steps
+    def _check(self, episode: Any) -> None:
+        if not isinstance(episode, Episode):
+            raise UserError(
+                "model=protonet learns from episodes, but the data module gives plain batches: use "
+                "data=fewshot (an image folder whose splits hold different classes)."
+            )
+
     def _episode_step(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(episode)
         num_classes = len(episode.classes)
         logits = self.logits(episode.support, episode.support_labels, episode.query, num_classes)
         loss = F.cross_entropy(logits, episode.query_labels)
@@ -304,11 +321,15 @@ class ProtoNetModule(TransferModule):
         self._keep("val", episode.index, accuracy, loss)
 
     def test_step(self, episode: Episode, batch_idx: int, dataloader_idx: int = 0) -> None:
-        num_classes = len(episode.classes)
-        _, accuracy = self._episode_step(episode)
-        baseline = self._baseline_logits(episode, num_classes)
+        self._check(episode)
+        num_classes, n_support = len(episode.classes), len(episode.support)
+        x = torch.cat([episode.support, episode.query])
+        features = self.backbone_features(x)
+        logits = self._logits_of(features, n_support, episode.support_labels, num_classes)
+        accuracy = (logits.argmax(dim=1) == episode.query_labels).float().mean()
+        baseline = self._baseline_logits(x, features, n_support, episode.support_labels, num_classes)
         baseline_accuracy = (baseline.argmax(dim=1) == episode.query_labels).float().mean()
-        name = f"{num_classes}way_{len(episode.support) // num_classes}shot"
+        name = f"{num_classes}way_{n_support // num_classes}shot"
         self._test_names[dataloader_idx] = name
         self._keep(f"test{dataloader_idx}", episode.index, accuracy, baseline_accuracy)
 
@@ -383,6 +404,10 @@ class ProtoNetModule(TransferModule):
             return
         if not self.backbone_frozen:
             log.info("model.feature_cache is not used: the backbone trains (model.trainable_blocks).")
+            return
+        if self.trainer.fast_dev_run:
+            # debug=fast checks the wiring on a few episodes; caching would first embed every image.
+            log.info("model.feature_cache is not used under fast_dev_run (debug=fast).")
             return
         splits = ("train", "val") if stage == "fit" else ("test",) if stage == "test" else ()
         datamodule = self.trainer.datamodule
