@@ -23,7 +23,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from transferlab.backbones import backbone_preprocessing
-from transferlab.strategies.base import plain
+from transferlab.utils.config import to_container
 from transferlab.utils.paths import CONF_DIR
 
 
@@ -51,7 +51,7 @@ def run(cached: bool, epochs: int, data_dir: Path, cache_dir: Path) -> tuple[lis
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     L.seed_everything(0)
-    backbone_cfg = plain(cfg.backbone)
+    backbone_cfg = to_container(cfg.backbone)
     datamodule = instantiate(cfg.data, split_dir=None)
     datamodule.set_preprocessing(
         backbone_preprocessing(**{k: v for k, v in backbone_cfg.items() if k != "weights"})

@@ -39,3 +39,45 @@ def test_atomic_json_write_keeps_the_old_file_when_writing_fails(tmp_path: Path)
         write_atomically(path, fails_half_way)
     assert path.read_text() == '{\n  "a": 1\n}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_atomic_files_get_the_permissions_of_a_file_written_in_place(tmp_path: Path) -> None:
+    from transferlab.utils.atomic import write_json_atomically
+
+    in_place = tmp_path / "in_place.json"
+    in_place.write_text("{}")
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"epoch": 1}, tmp_path / "last.ckpt")
+    write_json_atomically({}, tmp_path / "metrics.json")
+    expected = in_place.stat().st_mode & 0o777
+    for name in ("last.ckpt", "metrics.json"):  # a temporary file made private would stay private
+        assert (tmp_path / name).stat().st_mode & 0o777 == expected, name
+
+
+def test_atomic_copy_leaves_no_partial_file_when_the_source_is_missing(tmp_path: Path) -> None:
+    from transferlab.utils.atomic import copy_atomically
+
+    source = tmp_path / "best.ckpt"
+    source.write_bytes(b"weights" * 1000)
+    copied = copy_atomically(source, tmp_path / "new_run" / "best.ckpt")
+    assert copied.read_bytes() == source.read_bytes()
+    with pytest.raises(FileNotFoundError):
+        copy_atomically(tmp_path / "gone.ckpt", tmp_path / "new_run" / "other.ckpt")
+    assert [p.name for p in (tmp_path / "new_run").iterdir()] == ["best.ckpt"]
+
+
+def test_every_file_rename_in_the_package_is_the_atomic_writer() -> None:
+    # One writer: a module renaming files itself would bypass its cleanup and permissions.
+    import re
+
+    import transferlab
+
+    package = Path(transferlab.__file__).parent
+    renaming = re.compile(r"os\.replace\(|os\.rename\(|\.rename\(|\.replace\(tmp|mkstemp|NamedTemporaryFile")
+    found = {
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if renaming.search(path.read_text(encoding="utf-8"))
+    }
+    # data/demo.py moves a whole folder of demo images into place (a directory, not a file).
+    assert found == {"utils/atomic.py", "data/demo.py"}

@@ -11,8 +11,8 @@ from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from transferlab.backbones import backbone_preprocessing
-from transferlab.strategies.base import plain
 from transferlab.train import train
+from transferlab.utils.config import to_container
 
 
 def test_train_writes_checkpoints_metrics_and_tensorboard(train_config, tmp_path: Path) -> None:
@@ -49,7 +49,7 @@ def _fit_and_compare(cfg, epochs: int = 2) -> tuple[dict, dict, object]:
     datamodule = instantiate(cfg.data)
     datamodule.set_preprocessing(backbone_preprocessing(name=cfg.backbone.name))
     datamodule.prepare_data()
-    model = instantiate(cfg.model, backbone=plain(cfg.backbone), class_names=datamodule.class_names)
+    model = instantiate(cfg.model, backbone=to_container(cfg.backbone), class_names=datamodule.class_names)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer = L.Trainer(
         max_epochs=epochs,

@@ -8,11 +8,10 @@ head.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from transferlab.errors import UserError
-from transferlab.strategies.base import plain
 from transferlab.strategies.classifier import ClassifierModule
 from transferlab.strategies.feature_cache import FeatureDataset, cached_features
 
@@ -22,6 +21,8 @@ log = logging.getLogger(__name__)
 class FeatureExtractionClassifier(ClassifierModule):
     """Frozen backbone + trainable head, optionally on cached embeddings.
 
+    The defaults are those of ``conf/model/feature_extraction.yaml``.
+
     Args:
         backbone: backbone config (``name``, ``weights``, ``image_size``, family options).
         class_names: class names, in label order.
@@ -29,45 +30,43 @@ class FeatureExtractionClassifier(ClassifierModule):
         scheduler: ``_partial_`` scheduler config taking ``(optimizer, total_steps)``, or None.
         lr: head learning rate.
         weight_decay: decay of the head's weights.
-        head_hidden_dim: hidden width of an MLP head (None = linear head).
+        head_hidden_dim: hidden width of an MLP head (None or 0 = linear head).
         head_dropout: dropout in the head.
         label_smoothing: cross-entropy label smoothing (training only).
         class_counts: training images per class (given by the training entry point).
         class_weighted_loss: weight the loss by inverse class frequency.
         feature_cache: compute train/val embeddings once and keep them in ``cache_dir``.
-        cache_dir: folder of the feature cache.
+        cache_dir: folder of the feature cache (the configs use ``${paths.cache_dir}/features``, which is
+            this default unless ``TRANSFERLAB_ROOT`` moves it).
         cache_batch_size: batch size used to compute the embeddings.
     """
 
     def __init__(
         self,
         backbone: Mapping[str, Any],
-        class_names: list[str],
+        class_names: Sequence[str],
         optimizer: Mapping[str, Any],
         scheduler: Mapping[str, Any] | None = None,
-        lr: float = 1e-3,
+        lr: float = 3e-3,
         weight_decay: float = 1e-4,
         head_hidden_dim: int | None = None,
         head_dropout: float = 0.0,
         label_smoothing: float = 0.0,
-        class_counts: list[int] | None = None,
+        class_counts: Sequence[int] | None = None,
         class_weighted_loss: bool = False,
-        feature_cache: bool = False,
-        cache_dir: str | None = None,
+        feature_cache: bool = True,
+        cache_dir: str | None = "./.cache/features",
         cache_batch_size: int = 64,
     ) -> None:
-        backbone, class_names, class_counts = plain(backbone), plain(class_names), plain(class_counts)
-        optimizer, scheduler = plain(optimizer), plain(scheduler)
         if feature_cache and not cache_dir:
             raise UserError("model.feature_cache=true needs model.cache_dir (a folder for the embeddings).")
         super().__init__(
-            backbone, class_names, optimizer, scheduler, lr=lr, backbone_lr_factor=0.0, layer_decay=1.0,
-            weight_decay=weight_decay, head_hidden_dim=head_hidden_dim, head_dropout=head_dropout,
-            label_smoothing=label_smoothing, class_counts=class_counts,
-            class_weighted_loss=class_weighted_loss, frozen_bn_eval=True,
+            backbone, optimizer, scheduler, class_names=class_names, lr=lr, weight_decay=weight_decay,
+            head_hidden_dim=head_hidden_dim, head_dropout=head_dropout, label_smoothing=label_smoothing,
+            class_counts=class_counts, class_weighted_loss=class_weighted_loss, frozen_blocks_eval=True,
         )  # fmt: skip
         self.save_hyperparameters()
-        self.freeze_backbone(0)
+        self.set_trainable_blocks(0)
 
     def setup(self, stage: str) -> None:
         """Before fitting, swap the data module's train/val images for cached embeddings.
