@@ -39,11 +39,11 @@ from transferlab.data import (
 )
 from transferlab.errors import UserError
 from transferlab.preprocessing import Preprocessing, as_preprocessing
-from transferlab.strategies.base import plain
 from transferlab.strategies.loading import load_module_from_checkpoint
 from transferlab.strategies.protonet import DISTANCES, Distance, prototypes
 from transferlab.utils.atomic import write_atomically
 from transferlab.utils.cli import print_config_tree, run_task
+from transferlab.utils.config import to_container
 from transferlab.utils.paths import CONF_DIR
 
 CSV_COLUMNS = ("path", "predicted_class", "probability")
@@ -100,7 +100,7 @@ def load_encoder(cfg: DictConfig) -> Encoder:
             distance = Distance(distance_kind or "squared_euclidean", cfg.temperature)
         preprocessing = as_preprocessing(module.preprocessing)
         return Encoder(embed, preprocessing, distance.eval(), f"checkpoint {ckpt_path}")
-    model = build_backbone(**plain(backbone)).eval()
+    model = build_backbone(**to_container(backbone)).eval()
     distance = Distance(distance_kind or "squared_euclidean", cfg.temperature).eval()
     source = f"backbone {backbone.name} ({backbone.weights} weights)"
     return Encoder(model, model.preprocessing, distance, source)

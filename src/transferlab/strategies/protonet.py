@@ -20,23 +20,19 @@ pretrained backbone's features with the same distance and no episodic training. 
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MaxMetric
 
-from transferlab.backbones import build_backbone
 from transferlab.data.episodic import Episode
 from transferlab.errors import UserError
-from transferlab.optim.param_groups import split_weight_decay
-from transferlab.strategies.base import CHECKPOINT_KEY, TransferModule, plain
+from transferlab.strategies.base import TransferModule
 from transferlab.strategies.feature_cache import cached_features
 
 log = logging.getLogger(__name__)
@@ -157,10 +153,10 @@ class ProtoNetModule(TransferModule):
         backbone_lr_factor: backbone rate relative to ``lr``.
         layer_decay: rate multiplier per block going down from the top trainable block.
         weight_decay: decay of weights (norms, biases and the temperature get none).
-        frozen_bn_eval: keep frozen blocks in eval mode so BatchNorm statistics do not move.
-        freeze_batchnorm: keep every BatchNorm layer of the backbone in eval mode, trainable blocks too.
+        frozen_blocks_eval: frozen block groups run in eval mode, so BatchNorm statistics do not move.
+        freeze_bn_stats: every BatchNorm layer of the backbone keeps its statistics, trainable blocks too.
         feature_cache: with a frozen backbone, run the episodes on backbone features kept in ``cache_dir``.
-        cache_dir: folder of the feature cache.
+        cache_dir: folder of the feature cache (the config's ``${paths.cache_dir}/features``).
         cache_batch_size: batch size used to compute the cached features.
     """
 
@@ -169,8 +165,8 @@ class ProtoNetModule(TransferModule):
         backbone: Mapping[str, Any],
         optimizer: Mapping[str, Any],
         scheduler: Mapping[str, Any] | None = None,
-        class_names: list[str] | None = None,
-        class_counts: list[int] | None = None,
+        class_names: Sequence[str] | None = None,
+        class_counts: Sequence[int] | None = None,
         trainable_blocks: int | str = 0,
         projection_dim: int | None = 512,
         projection_dropout: float = 0.0,
@@ -180,50 +176,27 @@ class ProtoNetModule(TransferModule):
         backbone_lr_factor: float = 0.1,
         layer_decay: float = 1.0,
         weight_decay: float = 1e-4,
-        frozen_bn_eval: bool = True,
-        freeze_batchnorm: bool = False,
+        frozen_blocks_eval: bool = True,
+        freeze_bn_stats: bool = False,
         feature_cache: bool = True,
-        cache_dir: str | None = None,
+        cache_dir: str | None = "./.cache/features",
         cache_batch_size: int = 64,
     ) -> None:
-        backbone, optimizer, scheduler = plain(backbone), plain(optimizer), plain(scheduler)
-        class_names, class_counts = plain(class_names), plain(class_counts)
-        # TransferModule.__init__ insists on a fixed class list of at least two classes, which a few-shot
-        # model does not have; its parts are set up here the same way.
-        L.LightningModule.__init__(self)
-        self.class_names = None
-        self.backbone = build_backbone(**backbone)
-        self.optimizer_cfg, self.scheduler_cfg = optimizer, scheduler
-        self.frozen_bn_eval = frozen_bn_eval
-        self._frozen_modules: list[nn.Module] = []
-        self._always_eval: list[nn.Module] = (
-            [m for m in self.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-            if freeze_batchnorm
-            else []
-        )
-        if lr <= 0 or backbone_lr_factor < 0 or not 0 < layer_decay <= 1:
-            raise UserError(
-                f"Bad learning rates: model.lr={lr} must be > 0, model.backbone_lr_factor="
-                f"{backbone_lr_factor} >= 0 and model.layer_decay={layer_decay} in (0, 1]."
-            )
         if feature_cache and not cache_dir:
             raise UserError("model.feature_cache=true needs model.cache_dir (a folder for the features).")
-        self.lr, self.backbone_lr_factor, self.layer_decay = lr, backbone_lr_factor, layer_decay
-        self.weight_decay = weight_decay
-        # Named explicitly: save_hyperparameters() finds the arguments through super().__init__ calls.
-        arguments = locals()
-        self.save_hyperparameters(
-            {
-                name: arguments[name]
-                for name in inspect.signature(ProtoNetModule.__init__).parameters
-                if name != "self"
-            }
-        )
+        # No fixed class set: every episode brings its own classes (class_names is accepted for the
+        # training entry point, which passes the data module's, None for data=fewshot).
+        super().__init__(
+            backbone, optimizer, scheduler, lr=lr, backbone_lr_factor=backbone_lr_factor,
+            layer_decay=layer_decay, weight_decay=weight_decay, frozen_blocks_eval=frozen_blocks_eval,
+            freeze_bn_stats=freeze_bn_stats, class_names=None,
+        )  # fmt: skip
+        self.save_hyperparameters()
         self.projection = build_projection(self.backbone.feature_dim, projection_dim, projection_dropout)
         self.distance = Distance(distance, temperature)
         self.baseline_backbone: nn.Module | None = None
-        self.freeze_backbone(trainable_blocks)
-        self.backbone_frozen = not any(p.requires_grad for p in self.backbone.parameters())
+        self.set_trainable_blocks(trainable_blocks)
+        self.backbone_frozen = self.num_trainable_blocks == 0
         # The baseline is the backbone before any episodic training. A frozen backbone stays that; a
         # trained one keeps a frozen copy (saved in checkpoints, so that eval runs report it too).
         if not self.backbone_frozen:
@@ -439,34 +412,10 @@ class ProtoNetModule(TransferModule):
 
     # ----------------------------------------------------------------- optimization and checkpoints
     def trainable_parts(self) -> dict[str, nn.Module]:
-        """The named non-backbone parts that train: the projection and the cosine temperature."""
-        parts: dict[str, nn.Module] = {}
+        """The named non-backbone parts: the projection (if any) and the cosine temperature (if any)."""
+        parts = super().trainable_parts()
         if self.projection is not None:
             parts["projection"] = self.projection
         if any(True for _ in self.distance.parameters()):
             parts["distance"] = self.distance
         return parts
-
-    def param_groups(self) -> list[dict]:
-        """Trainable parts at ``lr``; trainable backbone block groups at their discriminative rates."""
-        groups: list[dict] = []
-        for name, part in self.trainable_parts().items():
-            groups += split_weight_decay(part.named_parameters(), self.weight_decay, self.lr, name)
-        blocks = self.backbone.block_groups()
-        trainable = [g for g in blocks if any(p.requires_grad for p in g.parameters())]
-        top = len(blocks) - 1
-        for index, group in enumerate(blocks):
-            if group not in trainable:
-                continue
-            rate = self.lr * self.backbone_lr_factor * self.layer_decay ** (top - index)
-            named = ((n, p) for m in group.modules for n, p in m.named_parameters())
-            groups += split_weight_decay(named, self.weight_decay, rate, f"backbone.{group.name}")
-        return groups
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        cls = type(self)
-        checkpoint[CHECKPOINT_KEY] = {
-            "module": f"{cls.__module__}.{cls.__qualname__}",
-            "class_names": None,
-            "preprocessing": self.preprocessing,
-        }
