@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 
 from tests.conftest import ROOT, run_cli
@@ -39,7 +40,7 @@ class EpisodeRecorder(L.Callback):
             handle.write(json.dumps(record) + "\n")
 
 
-def _run(tmp_path: Path, data: Path) -> tuple[Path, subprocess.CompletedProcess]:
+def _run(tmp_path: Path, data: Path, *overrides: str) -> tuple[Path, subprocess.CompletedProcess]:
     for attempt in range(2):
         work = tmp_path / f"ddp{attempt}"
         result = run_cli(
@@ -50,7 +51,7 @@ def _run(tmp_path: Path, data: Path) -> tuple[Path, subprocess.CompletedProcess]
             "trainer.max_epochs=2",
             "data.test_episodes=9",  # odd: the distributed sampler pads one rank's share
             "data.val_episodes=5",
-            "model.trainable_blocks=1",  # the last block trains: episodes of images, in worker processes
+            *overrides,
             "+callbacks.episode_recorder._target_=tests.test_protonet_ddp.EpisodeRecorder",
             f"+callbacks.episode_recorder.folder={work / 'episodes'}",
             f"paths.root_dir={work}",
@@ -63,9 +64,18 @@ def _run(tmp_path: Path, data: Path) -> tuple[Path, subprocess.CompletedProcess]
     return work, result
 
 
-def test_protonet_trains_under_ddp_with_different_episodes_on_each_rank(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "trained_blocks",
+    [
+        0,  # frozen backbone: episodes on the feature cache (rank 0 computes it, rank 1 reads it)
+        pytest.param(1, marks=pytest.mark.slow),  # the last block trains: episodes of images, in workers
+    ],
+)
+def test_protonet_trains_under_ddp_with_different_episodes_on_each_rank(
+    trained_blocks: int, tmp_path: Path
+) -> None:
     data = make_fewshot_folder(tmp_path / "data", num_classes=14, per_class=8)
-    work, result = _run(tmp_path, data)
+    work, result = _run(tmp_path, data, f"model.trainable_blocks={trained_blocks}")
     output = result.stdout + result.stderr
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Starting with 2 processes" in output
@@ -92,11 +102,15 @@ def test_protonet_trains_under_ddp_with_different_episodes_on_each_rank(tmp_path
     ]
     metrics = json.loads((work / "run" / "metrics.json").read_text())
     assert 0.0 <= metrics["test/acc"] <= 1.0 and 0.0 <= metrics["test/baseline_acc"] <= 1.0
-    # the last block trained; the baseline keeps the backbone as it was before episodic training
     state = safe_torch_load(work / "run" / "checkpoints" / "last.ckpt", what="checkpoint")["state_dict"]
-    changed = {
-        k for k in state if k.startswith("backbone.") and not torch.equal(state[k], state[f"baseline_{k}"])
-    }
-    assert changed and all(k.startswith("backbone.body.block3.") for k in changed), (
-        changed
-    )  # small_cnn's last
+    if trained_blocks:
+        # the last block trained; the baseline keeps the backbone as it was before episodic training
+        changed = {
+            k
+            for k in state
+            if k.startswith("backbone.") and not torch.equal(state[k], state[f"baseline_{k}"])
+        }
+        assert changed and all(k.startswith("backbone.body.block3.") for k in changed), changed
+    else:
+        assert len(list((work / ".cache" / "features").glob("*.pt"))) == 3
+        assert not any(k.startswith("baseline_") for k in state)
