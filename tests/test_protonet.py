@@ -136,10 +136,8 @@ def test_protonet_trains_and_reports_accuracy_with_ci_and_the_baseline(
     assert metrics["test/baseline_acc"] == metrics["test/3way_1shot/baseline_acc"]
     assert {"val/acc", "val/acc_ci95", "val/acc_best", "train/loss"} <= set(metrics)
     # every test episode counted once, for each setting
-    assert re.findall(r"Test (\dway_\dshot) over (\d+) episodes", output) == [
-        ("3way_1shot", "12"),
-        ("3way_2shot", "12"),
-    ]
+    assert metrics["test/3way_1shot/episodes"] == metrics["test/3way_2shot/episodes"] == 12
+    assert re.search(r"Test 3way_2shot over 12 episodes: accuracy [\d.]+ \+- [\d.]+", output)
     # training lowered the episode loss
     with (run_dir / "csv" / "metrics.csv").open() as handle:
         losses = [float(row["train/loss"]) for row in csv.DictReader(handle) if row.get("train/loss")]
@@ -185,3 +183,15 @@ def test_fewshot_cli_classifies_with_a_trained_protonet(
     correct = sum(Path(row["path"]).parent.name == row["predicted_class"] for row in rows)
     assert correct >= 8, rows
     assert all(0.0 < float(row["probability"]) <= 1.0 for row in rows)
+
+
+def test_a_protonet_checkpoint_fits_few_shot_data_only(fewshot_run: tuple[Path, Path, str]) -> None:
+    from transferlab.errors import UserError
+    from transferlab.strategies.loading import read_checkpoint
+    from transferlab.utils.checkpoint_match import check_checkpoint_matches
+
+    path = fewshot_run[0] / "checkpoints" / "last.ckpt"
+    checkpoint, module = read_checkpoint(path), load_module_from_checkpoint(path)
+    check_checkpoint_matches(checkpoint, module, None, path, purpose="resumed")  # few-shot data: no classes
+    with pytest.raises(UserError, match=r"trained on the classes None, the data has \['a', 'b'\]"):
+        check_checkpoint_matches(checkpoint, module, ["a", "b"], path, purpose="resumed")

@@ -14,7 +14,8 @@ Test metrics, for each test setting ``S`` (e.g. ``5way_1shot``) of the data modu
 ``test/S/acc_ci95`` (mean accuracy over the episodes and the half-width of its 95% confidence interval),
 and ``test/S/baseline_acc`` / ``test/S/baseline_acc_ci95``, the same episodes classified by the
 pretrained backbone's features with the same distance and no episodic training. ``test/acc``,
-``test/acc_ci95``, ``test/baseline_acc`` and ``test/baseline_acc_ci95`` repeat the first setting.
+``test/acc_ci95``, ``test/baseline_acc`` and ``test/baseline_acc_ci95`` repeat the first setting;
+``test/S/episodes`` is the number of episodes the means are over (each counted once under DDP).
 """
 
 from __future__ import annotations
@@ -351,6 +352,7 @@ class ProtoNetModule(TransferModule):
                 "acc_ci95": ci95,
                 "baseline_acc": baseline,
                 "baseline_acc_ci95": baseline_ci95,
+                "episodes": float(len(rows)),
             }
             name = self._test_names[dataloader_idx]
             self._log_values({f"test/{name}/{key}": value for key, value in values.items()})
