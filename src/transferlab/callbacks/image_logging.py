@@ -139,6 +139,8 @@ class ValidationImageLogger(L.Callback):
         logger = self._tensorboard(trainer)
         if logger is None or trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
             return
+        if getattr(pl_module, "class_names", None) is None:
+            return  # no fixed classes to predict (few-shot models): nothing to draw
         step = trainer.current_epoch
         confusion = getattr(pl_module, "last_val_confusion", None)
         if confusion is not None:

@@ -6,11 +6,13 @@ from transferlab.strategies.classifier import ClassifierModule
 from transferlab.strategies.feature_extraction import FeatureExtractionClassifier
 from transferlab.strategies.finetune import FineTuneClassifier
 from transferlab.strategies.loading import load_module_from_checkpoint
+from transferlab.strategies.protonet import ProtoNetModule
 
 __all__ = [
     "ClassifierModule",
     "FeatureExtractionClassifier",
     "FineTuneClassifier",
+    "ProtoNetModule",
     "TransferModule",
     "auto_strategy",
     "choose_strategy",

@@ -15,7 +15,7 @@ from transferlab.strategies.base import CHECKPOINT_KEY
 def check_checkpoint_matches(
     checkpoint: Mapping[str, Any],
     model: torch.nn.Module,
-    class_names: Sequence[str],
+    class_names: Sequence[str] | None,
     path: str | Path,
     *,
     purpose: str,
@@ -37,11 +37,13 @@ def check_checkpoint_matches(
         f"Use the settings of the run that wrote it (its .hydra/config.yaml), or test it with "
         f"`transferlab-eval ckpt_path={path}`, which rebuilds the model from the checkpoint."
     )
-    trained_on = list(stored.get("class_names", class_names))
-    if trained_on != list(class_names):
+    # None on both sides: a module without a fixed class set (few-shot), resumed on few-shot data.
+    wanted = None if class_names is None else list(class_names)
+    trained_on = stored.get("class_names", wanted)
+    if (None if trained_on is None else list(trained_on)) != wanted:
         raise UserError(
             f"ckpt_path={path} cannot be {purpose}: it was trained on the classes {trained_on}, the data has "
-            f"{list(class_names)}. Point data.root at data with the same class folders."
+            f"{wanted}. Point data.root at data with the same class folders."
         )
     module = f"{type(model).__module__}.{type(model).__qualname__}"
     if stored.get("module", module) != module:
