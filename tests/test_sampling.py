@@ -24,7 +24,6 @@ from transferlab.data.sampling import (
     epoch_permutation,
 )
 from transferlab.data.transforms import build_train_transform
-from transferlab.strategies.feature_cache import FeatureDataset
 
 PRE = {"input_size": 16, "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "crop_pct": 0.875}
 LABELS = [0] * 12 + [1] * 3 + [2] * 5
@@ -117,9 +116,7 @@ def test_a_seeded_index_fixes_the_augmentation_and_leaves_the_global_generators_
 def test_an_int_indexed_dataset_gets_the_rows_the_sampler_names() -> None:
     # What the datasets swapped in for images (cached features) rely on: a sample index is an int.
     features = torch.arange(len(LABELS) * 2, dtype=torch.float32).reshape(len(LABELS), 2)
-    dataset = FeatureDataset(
-        features, [(f"{i}.png", label) for i, label in enumerate(LABELS)], ["a", "b", "c"]
-    )
+    dataset = TensorDataset(features, torch.tensor(LABELS))
     sampler = EpochSampler(len(LABELS), 5)
     sampler.set_epoch(1)
     order = epoch_permutation(len(LABELS), 5, 1)
