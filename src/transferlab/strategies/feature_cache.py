@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from rich.progress import Progress
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from transferlab.data.dataset import ImageSampleDataset
+from transferlab.data.transforms import build_eval_transform, min_decode_size
 from transferlab.preprocessing import Preprocessing
 from transferlab.utils.atomic import write_atomically
 
@@ -320,3 +321,66 @@ def compute_features(
         backbone.to(original_device)
         for module, training in modes.items():
             module.training = training
+
+
+class FeatureDataset(Dataset):
+    """A split's cached features held in memory: ``(features[i], class_index)`` pairs.
+
+    For strategies that index a whole split at random (few-shot episodes); the frozen-feature classifier
+    reads its features in batches from the file instead (:mod:`transferlab.strategies.feature_batches`).
+    The image paths are kept for callbacks that show images.
+    """
+
+    def __init__(self, features: torch.Tensor, images: ImageSampleDataset) -> None:
+        self.features = features
+        self.samples = list(images.samples)
+        self.class_names = list(images.class_names)
+        self.targets = [label for _, label in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.features[index], self.targets[index]
+
+
+def cached_features(
+    cache_dir: str | os.PathLike[str],
+    backbone: nn.Module,
+    backbone_cfg: Mapping[str, Any],
+    preprocessing: Preprocessing,
+    dataset: ImageSampleDataset,
+    *,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+    label: str,
+) -> FeatureDataset:
+    """The backbone's features of ``dataset``'s un-augmented images, from the cache or computed and stored.
+
+    Images are read with the eval transform of ``preprocessing`` and the dataset's own pixel limit; the
+    key is :func:`feature_cache_key` (actual weights, libraries, preprocessing, files).
+    """
+    images = ImageSampleDataset(
+        dataset.samples,
+        dataset.class_names,
+        build_eval_transform(preprocessing),
+        max_pixels=dataset.max_pixels,
+        min_size=min_decode_size(preprocessing),
+    )
+    cache = FeatureCache(cache_dir)
+    key = feature_cache_key(backbone_cfg, weights_fingerprint(backbone), preprocessing, images)
+    stored = cache.load(key, len(images))
+    if stored is None:
+        chunks = compute_features(
+            backbone, images, batch_size=batch_size, num_workers=num_workers, device=device, label=label
+        )
+        cache.store(key, len(images), chunks)
+        log.info("Stored %d %s features in %s", len(images), label, cache.path(key))
+        stored = cache.load(key, len(images))
+        assert stored is not None
+    else:
+        log.info("Feature cache hit for %s: %s", label, cache.path(key))
+    with stored:
+        features = torch.from_numpy(stored[:])
+    return FeatureDataset(features, images)
