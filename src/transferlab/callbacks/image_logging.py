@@ -77,7 +77,8 @@ class ValidationImageLogger(L.Callback):
 
     The grid shows the first ``num_images`` validation images with their predicted and true class. It
     reads the images from the data module's ``val_set.samples`` (paths), so it also works when training
-    runs on cached features.
+    runs on cached features; a module with a ``sample_logits(samples)`` method that returns logits (feature
+    extraction on cached features does) predicts them without running the backbone on the images.
 
     Args:
         num_images: images in the grid.
