@@ -3,8 +3,8 @@
 A data module for a new kind of data subclasses :class:`BaseDataModule` and implements
 :meth:`~BaseDataModule.build_splits` (e.g. with :func:`~transferlab.data.builder.build_imagefolder_splits`).
 Everything else (transforms from the backbone's preprocessing, the global batch size divided between
-devices, the shuffled or class-balanced training order, the loaders, the class-count report) is
-inherited. Customising the training loader takes one
+devices, the shuffled or class-balanced training order with one seed on every rank, the loaders, the
+class-count report) is inherited. Customising the training loader takes one
 override: :meth:`~BaseDataModule.train_sampler` for another order of the same images, or
 :meth:`~BaseDataModule.train_dataloader` built with :meth:`~BaseDataModule._loader` (a batch sampler for
 episodes, or Lightning's ``CombinedLoader`` over two domains' loaders).
@@ -26,7 +26,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from transferlab.data.builder import ImageFolderSplits
 from transferlab.data.class_counts import add_class_counts_to_tensorboard, log_class_counts
-from transferlab.data.sampling import EpochSampler, balanced_sampler
+from transferlab.data.folders import SPLITS
+from transferlab.data.sampling import EpochSampler, EpochStartDataLoader, balanced_sampler
+from transferlab.data.split_record import describe_difference, is_split_record
 from transferlab.data.transforms import (
     build_eval_transform,
     build_train_transform,
@@ -37,6 +39,10 @@ from transferlab.errors import UserError
 from transferlab.preprocessing import Preprocessing, as_preprocessing
 
 log = logging.getLogger(__name__)
+
+SPLIT_RECORD_KEY = "split_record"
+"""Key of the split record in :meth:`BaseDataModule.state_dict`, so in every checkpoint (under the data
+module's class name)."""
 
 
 @runtime_checkable
@@ -86,7 +92,7 @@ class BaseDataModule(L.LightningDataModule, ABC):
             size (:func:`~transferlab.data.sampling.balanced_sampler`) instead of shuffling.
         shuffle_seed: seed of the training order; each epoch's order depends on it and the epoch only
             (:class:`~transferlab.data.sampling.EpochSampler`), so a resumed run continues exactly. None
-            draws one at random.
+            draws one at random (on the first rank: :meth:`setup` gives every rank that one).
         split_dir: folder the split records (``split.json``, ``folds.json``) are written to at setup
             (the run's output folder), or None.
 
@@ -125,7 +131,8 @@ class BaseDataModule(L.LightningDataModule, ABC):
         self.persistent_workers = bool(persistent_workers)
         self.augmentation = check_augmentation(augmentation)
         self.balanced_sampling = bool(balanced_sampling)
-        # None (a run without a seed): a fresh random seed, so epochs still differ from run to run.
+        # None (a run without a seed): a fresh random seed, so epochs still differ from run to run (each
+        # process draws one here; setup() makes every rank use the first rank's).
         self.shuffle_seed = int(shuffle_seed) if shuffle_seed is not None else random.randrange(2**31)
         self.split_dir = Path(split_dir).expanduser() if split_dir is not None else None
         self.splits: ImageFolderSplits | None = None
@@ -134,6 +141,8 @@ class BaseDataModule(L.LightningDataModule, ABC):
         self.test_set: Dataset | None = None
         self.per_device_batch_size = batch_size
         self._preprocessing: Preprocessing | None = None
+        self._expected_record: dict[str, Any] | None = None
+        self._seed_shared = False
         self._counts_logged = False
         self._counts_in_tensorboard = False
         if preprocessing is not None:
@@ -202,7 +211,8 @@ class BaseDataModule(L.LightningDataModule, ABC):
         Raises:
             UserError: no preprocessing was set; the global batch size does not divide by the number of
                 devices; balanced sampling is asked for under DDP without Lightning's distributed sampler;
-                or what :meth:`build_splits` raises.
+                the data no longer gives the test split of :meth:`restore_split`; or what
+                :meth:`build_splits` raises.
         """
         if self._preprocessing is None:
             raise UserError(
@@ -211,8 +221,11 @@ class BaseDataModule(L.LightningDataModule, ABC):
             )
         self.per_device_batch_size = self._per_device_batch_size()
         self._check_balanced_sampling()
+        self._share_shuffle_seed()
         if self.splits is None:  # Lightning calls setup once per stage; the datasets do not depend on it
             splits = self.build_splits()
+            if self._expected_record is not None:
+                self._check_expected_split(splits)
             if self.split_dir is not None and self._is_global_zero():
                 splits.write_records(self.split_dir)
             self.splits = splits
@@ -232,7 +245,50 @@ class BaseDataModule(L.LightningDataModule, ABC):
         """Batches of the test set, in a fixed order."""
         return self._loader(self.test_set, "test")
 
+    def state_dict(self) -> dict[str, Any]:
+        """The split record (settings and file-list hashes); Lightning stores it in every checkpoint."""
+        if self.splits is None:
+            return {}
+        return {SPLIT_RECORD_KEY: self.splits.record}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Called by Lightning when it loads a checkpoint (resume, test): warns if the split differs."""
+        record = state_dict.get(SPLIT_RECORD_KEY)
+        if self.splits is None or not is_split_record(record) or not self._is_global_zero():
+            return
+        for split in SPLITS:
+            difference = describe_difference(record, self.splits.record, split)
+            if difference is not None:
+                log.warning(
+                    "This run's %s split is not the one the checkpoint was trained with (%s); the run uses "
+                    "its own.",
+                    split,
+                    difference,
+                )
+                return
+
     # ------------------------------------------------------------------ hooks for subclasses
+
+    def restore_split(self, record: Mapping[str, Any]) -> None:
+        """Test on the split a checkpoint recorded: :meth:`setup` then checks the data still gives it.
+
+        Call before :meth:`setup`. Subclasses whose split depends on settings (fractions, seed, folds)
+        extend this to adopt the recorded ones.
+
+        Args:
+            record: the split record of a checkpoint (:func:`split_record_from_checkpoint`).
+
+        Raises:
+            UserError: ``record`` is not a split record this version reads.
+        """
+        if self.splits is not None:
+            raise RuntimeError("restore_split() must be called before setup() builds the datasets")
+        if not is_split_record(record):
+            raise UserError(
+                "The checkpoint's split record is damaged or from another transferlab version; pass "
+                "split_from_checkpoint=false to split data.root as the data config says."
+            )
+        self._expected_record = dict(record)
 
     def train_sampler(self, dataset: Dataset | None = None) -> Sampler[int]:
         """The training order: a shuffle (or a class-balanced draw), a function of the seed and epoch.
@@ -293,7 +349,7 @@ class BaseDataModule(L.LightningDataModule, ABC):
             if batch_sampler is not None
             else {"batch_size": self.per_device_batch_size, "sampler": sampler, "drop_last": False}
         )
-        return DataLoader(
+        return EpochStartDataLoader(  # draws the epoch at its first batch: see there why
             dataset,
             shuffle=False,
             num_workers=self.num_workers,
@@ -314,6 +370,18 @@ class BaseDataModule(L.LightningDataModule, ABC):
             raise UserError(f"{type(self).__name__}.{what} is known after setup(): call setup() first.")
         return self.splits
 
+    def _check_expected_split(self, splits: ImageFolderSplits) -> None:
+        expected = self._expected_record
+        assert expected is not None
+        difference = describe_difference(expected, splits.record, "test")
+        if difference is not None:
+            raise UserError(
+                f"{splits.root} no longer gives the test split the checkpoint was trained with (recorded "
+                f"from {expected.get('root')}): {difference}. Restore the images as they were for training, "
+                "or pass split_from_checkpoint=false to test on the split the data config makes now (it "
+                "may hold images the model trained on)."
+            )
+
     def _report_class_counts(self) -> None:
         # Logged at the first setup; put in TensorBoard at the first setup with a trainer attached (the
         # training entry point sets up once before the trainer exists, to give the model the counts).
@@ -326,6 +394,18 @@ class BaseDataModule(L.LightningDataModule, ABC):
         if self.trainer is not None:
             add_class_counts_to_tensorboard(self.trainer, splits.class_names, splits.counts)
             self._counts_in_tensorboard = True
+
+    def _share_shuffle_seed(self) -> None:
+        # Under DDP started by re-running the command (popen, SLURM) every process built its own data
+        # module, and with shuffle_seed=None each drew its own seed: the first rank's goes to all, so the
+        # ranks shard one shared order instead of overlapping ones.
+        if self._seed_shared or self._world_size() < 2:
+            return
+        strategy = getattr(self.trainer, "strategy", None)
+        if strategy is None:  # a stand-in trainer without processes to agree with
+            return
+        self.shuffle_seed = int(strategy.broadcast(self.shuffle_seed, src=0))
+        self._seed_shared = True
 
     def _check_balanced_sampling(self) -> None:
         if not self.balanced_sampling or self._world_size() < 2:
@@ -358,3 +438,15 @@ class BaseDataModule(L.LightningDataModule, ABC):
             # Before a trainer is attached, the rank Lightning's launcher put in the environment.
             return getattr(rank_zero_only, "rank", 0) == 0
         return bool(getattr(self.trainer, "is_global_zero", True))
+
+
+def split_record_from_checkpoint(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The split record a data module stored in a loaded checkpoint, or None (a run before records).
+
+    Lightning stores :meth:`BaseDataModule.state_dict` under the data module's class name; any class
+    derived from :class:`BaseDataModule` is found.
+    """
+    for value in checkpoint.values():
+        if isinstance(value, Mapping) and is_split_record(value.get(SPLIT_RECORD_KEY)):
+            return dict(value[SPLIT_RECORD_KEY])
+    return None

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from transferlab.data.base import BaseDataModule
 from transferlab.data.builder import ImageFolderSplits, build_imagefolder_splits, check_max_image_pixels
-from transferlab.data.demo import check_demo, prepare_demo
+from transferlab.data.demo import check_demo, folder_has_data, prepare_demo
 from transferlab.data.folders import FolderLayout, find_layout
 from transferlab.data.folds import check_fold_args
 from transferlab.data.images import DEFAULT_MAX_IMAGE_PIXELS
+from transferlab.data.split_record import SPLIT_SETTINGS
 from transferlab.errors import UserError
 from transferlab.preprocessing import Preprocessing
 
@@ -44,8 +46,8 @@ class ImageFolderDataModule(BaseDataModule):
         test_fraction: share of each class used for test when ``root`` is not pre-split.
         split_seed: seed of that split (and of the folds).
         split_dir: folder to write ``split.json`` to (the run's output folder), or None.
-        demo: ``"animal_mnist"`` to write that demo dataset into ``root`` in :meth:`prepare_data` when
-            ``root`` holds no data yet, or None.
+        demo: ``"animal_mnist"`` to write that demo dataset in :meth:`prepare_data` into ``root``, when
+            ``root`` is ``demo_root`` and holds no data yet; or None.
         demo_per_class: images per class and split for the demo, e.g. ``{"train": 100, "val": 30,
             "test": 100}`` (the default).
         strict: make unreadable image files an error instead of skipping them with a warning.
@@ -56,6 +58,8 @@ class ImageFolderDataModule(BaseDataModule):
         max_image_pixels: largest accepted ``width * height`` of an image (Pillow's decompression-bomb
             guard, whose default this is); None turns the check off.
         shuffle_seed: seed of the training order (None: drawn at random, the same on every rank).
+        demo_root: the only folder the demo is written to (its default place); None = ``root``. Any other
+            ``root`` must hold images already: a mistyped path is an error, not a new demo folder.
 
     Raises:
         UserError: an argument is invalid (checked here, before any training starts).
@@ -82,6 +86,7 @@ class ImageFolderDataModule(BaseDataModule):
         fold: int = 0,
         max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
         shuffle_seed: int | None = 0,
+        demo_root: str | None = None,
     ) -> None:
         if not root:
             raise UserError(
@@ -105,6 +110,7 @@ class ImageFolderDataModule(BaseDataModule):
         self.test_fraction = test_fraction
         self.split_seed = int(split_seed)
         self.demo = check_demo(demo)
+        self.demo_root = _normalised(demo_root) if demo_root else _normalised(self.root)
         # Plain dict: a Hydra DictConfig must not end up in checkpoints or worker pickles.
         self.demo_per_class = {str(k): v for k, v in demo_per_class.items()} if demo_per_class else None
         self.strict = bool(strict)
@@ -131,13 +137,51 @@ class ImageFolderDataModule(BaseDataModule):
         return self._layout
 
     def prepare_data(self) -> None:
-        """Write the demo dataset into ``root`` if ``demo`` is set and ``root`` holds no data yet.
+        """Write the demo into ``root`` if ``demo`` is set, ``root`` is ``demo_root`` and holds no data yet.
 
         Safe to call repeatedly and from several processes at once.
+
+        Raises:
+            UserError: ``demo`` is set but ``root`` is another folder that holds no data (a mistyped
+                ``data.root`` must not quietly become a demo run).
         """
-        if self.demo is not None and not prepare_demo(self.demo, self.root, self.demo_per_class):
+        self._layout = None  # the folder may be about to be created
+        if self.demo is None:
+            return
+        if _normalised(self.root) != self.demo_root:
+            if not folder_has_data(self.root):
+                what = "is empty" if self.root.is_dir() else "not found"
+                raise UserError(
+                    f"Data root {what}: {self.root.absolute()}. Set data.root to the folder holding your "
+                    f"images (root/<class>/ or root/train|val|test/<class>/); the {self.demo} demo is "
+                    f"written only to {self.demo_root}, when data.root is left at its default."
+                )
+            return
+        if not prepare_demo(self.demo, self.root, self.demo_per_class):
             log.info("data.root %s already holds data; not writing the %s demo there", self.root, self.demo)
-        self._layout = None  # the folder may have just been created
+
+    def restore_split(self, record: Mapping[str, Any]) -> None:
+        """Rebuild the split a checkpoint recorded: its settings replace this module's split settings.
+
+        The fractions, seed, folds and pixel limit the run was trained with replace the ones given here
+        (those that differ are logged); :meth:`setup` then checks that ``root`` still gives the recorded
+        test split.
+
+        Raises:
+            UserError: ``record`` is not a split record this version reads, or holds invalid settings.
+        """
+        super().restore_split(record)
+        settings = {key: record["settings"][key] for key in SPLIT_SETTINGS}
+        check_fold_args(settings["num_folds"], settings["fold"])
+        check_max_image_pixels(settings["max_image_pixels"])
+        changed = {key: value for key, value in settings.items() if getattr(self, key) != value}
+        for key, value in settings.items():
+            setattr(self, key, value)
+        if changed:
+            log.info(
+                "Using the checkpoint's split settings instead of the data config's: %s",
+                ", ".join(f"data.{key}={value}" for key, value in changed.items()),
+            )
 
     def build_splits(self) -> ImageFolderSplits:
         """Scan ``root`` and build the datasets with :func:`~transferlab.data.build_imagefolder_splits`."""
@@ -152,3 +196,8 @@ class ImageFolderDataModule(BaseDataModule):
             max_image_pixels=self.max_image_pixels,
             report=self._is_global_zero(),
         )
+
+
+def _normalised(path: str | Path) -> Path:
+    """``path`` absolute, with ``~``, ``.`` and ``..`` resolved (symlinks are kept)."""
+    return Path(os.path.abspath(Path(path).expanduser()))

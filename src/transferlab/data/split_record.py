@@ -91,6 +91,7 @@ def is_split_record(value: Any) -> bool:
         isinstance(value, Mapping)
         and value.get("version") == RECORD_VERSION
         and isinstance(value.get("settings"), Mapping)
+        and all(key in value["settings"] for key in SPLIT_SETTINGS)
         and isinstance(value.get("splits"), Mapping)
         and isinstance(value.get("files"), Mapping)
     )
@@ -108,9 +109,18 @@ def describe_difference(recorded: Mapping[str, Any], current: Mapping[str, Any],
         return f"its class folders are {now}, the run had {then}"
     if recorded["splits"][split]["sha256"] == current["splits"][split]["sha256"]:
         return None
+    if recorded.get("layout") != current.get("layout"):
+        return f"it is organised as {current.get('layout')}, the run's was {recorded.get('layout')}"
     before, now = recorded["files"], current["files"]
     if before["sha256"] == now["sha256"]:
-        return f"the same images give another {split} split (settings {dict(current['settings'])})"
+        settings = [
+            f"data.{key}={current['settings'].get(key)} (was {value})"
+            for key, value in recorded["settings"].items()
+            if current["settings"].get(key) != value
+        ]
+        if settings:
+            return f"the same images split with other settings: {', '.join(settings)}"
+        return "the same images and settings split differently (made by another transferlab version)"
     names = current["class_names"]
     changes = [
         f"{name} {new} (was {old})"
