@@ -147,7 +147,7 @@ def test_protonet_trains_and_reports_accuracy_with_ci_and_the_baseline(
     names = [name for part in split["classes"].values() for name in part]
     assert len(names) == len(set(names)) == 14
     # episodes ran on cached features: one file per split
-    assert len(list((run_dir.parent / ".cache" / "features").glob("*.pt"))) == 3
+    assert len(list((run_dir.parent / ".cache" / "features").glob("*.npy"))) == 3
     module = load_module_from_checkpoint(run_dir / "checkpoints" / "best.ckpt")
     assert isinstance(module, ProtoNetModule) and module.class_names is None
 
