@@ -201,3 +201,17 @@ def test_a_protonet_checkpoint_fits_few_shot_data_only(fewshot_run: tuple[Path, 
     )
     with pytest.raises(UserError, match=r"holds a transferlab.strategies.protonet.ProtoNetModule"):
         check_checkpoint_matches(checkpoint, classifier, ["a", "b"], path, purpose="resumed")
+
+
+def test_predict_on_a_protonet_checkpoint_points_to_the_few_shot_command(
+    fewshot_run: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    from tests.conftest import compose_config
+    from transferlab.errors import UserError
+    from transferlab.predict import predict
+
+    run_dir, data, _ = fewshot_run
+    checkpoint = run_dir / "checkpoints" / "best.ckpt"
+    cfg = compose_config("predict", [f"ckpt_path={checkpoint}", f"input={data / 'c01'}"], tmp_path)
+    with pytest.raises(UserError, match=r"no fixed classes.*transferlab-fewshot ckpt_path=.* support=DIR"):
+        predict(cfg)

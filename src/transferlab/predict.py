@@ -65,6 +65,12 @@ def _readable(
 def predict(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     """Classify every image of ``cfg.input`` with the checkpoint's model; write and return the rows."""
     model = load_module_from_checkpoint(cfg.ckpt_path)
+    if not getattr(model, "class_names", None):
+        raise UserError(
+            f"{cfg.ckpt_path} holds a {type(model).__name__}, which has no fixed classes to predict (a "
+            "few-shot model: its classes come from examples). Classify with it by giving a few images per "
+            f"class: transferlab-fewshot ckpt_path={cfg.ckpt_path} support=DIR query={cfg.input}"
+        )
     transform = build_eval_transform(model.preprocessing)
     decode_size = min_decode_size(model.preprocessing)
     files = list_input_images(cfg.input)
