@@ -197,8 +197,12 @@ def test_multirun_compares_source_only_and_dann(domains, tmp_path: Path) -> None
 
 
 def _ddp_sim(domains: dict[str, Path], tmp_path: Path, model: str) -> Path:
+    # No loader workers here (as in tests/test_scale.py): under the spawn start method each DDP process
+    # would start its own workers for five loaders, re-importing torch in each; the paired loading itself
+    # runs with workers in the other tests of this file.
     overrides = [
         *DOMAIN_OVERRIDES,
+        "data.num_workers=0",
         f"data.source_root={domains['source']}",
         f"data.target_root={domains['target']}",
         f"model={model}",
