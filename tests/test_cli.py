@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -83,6 +84,62 @@ def test_eval_and_predict_agree_with_training(trained_run: Path, tiny_data: Path
     assert all(r["predicted_class"] in CLASSES and 0.0 <= float(r["probability"]) <= 1.0 for r in rows)
     predict_acc = sum(Path(r["path"]).parent.name == r["predicted_class"] for r in rows) / len(rows)
     assert predict_acc == pytest.approx(eval_acc, abs=1e-6)
+
+
+def test_train_false_tests_the_given_checkpoint(trained_run: Path, tiny_data: Path, tmp_path: Path) -> None:
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    out = tmp_path / "retest"
+    result = run_cli(
+        "transferlab.train",
+        *FAST_OVERRIDES,
+        f"data.root={tiny_data}",
+        "train=false",
+        f"ckpt_path={ckpt}",
+        f"hydra.run.dir={out}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained = json.loads((trained_run / "metrics.json").read_text())
+    retested = json.loads((out / "metrics.json").read_text())
+    # The training run tested the same best.ckpt on the same test split: the same numbers, to the last digit
+    # for the loss, which a freshly built model would not reproduce.
+    for name in ("test/acc", "test/loss", "test/f1_macro"):
+        assert retested[name] == pytest.approx(trained[name], abs=1e-6), name
+    assert not (out / "checkpoints").exists()  # nothing was trained
+
+
+def test_train_false_without_a_checkpoint_is_one_clear_message(tiny_data: Path, tmp_path: Path) -> None:
+    result = run_cli(
+        "transferlab.train",
+        *FAST_OVERRIDES,
+        f"data.root={tiny_data}",
+        "train=false",
+        f"hydra.run.dir={tmp_path / 'out'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "train=false" in result.stderr and "ckpt_path=" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_checkpoint_of_another_model_is_one_clear_message(
+    trained_run: Path, tiny_data: Path, tmp_path: Path
+) -> None:
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    result = run_cli(
+        "transferlab.train",
+        *FAST_OVERRIDES,
+        f"data.root={tiny_data}",
+        "model.head_hidden_dim=16",  # the run was trained with a linear head
+        "train=false",
+        f"ckpt_path={ckpt}",
+        f"hydra.run.dir={tmp_path / 'out'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "do not fit the model the config builds" in result.stderr and "head." in result.stderr
+    assert "transferlab-eval" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 class _RunsCode:

@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 
 from tests.conftest import CONF_DIR, compose_config
 from transferlab.backbones import build_backbone
-from transferlab.strategies.base import plain
+from transferlab.utils.config import to_container
 from transferlab.utils.instantiate import instantiate_callbacks, instantiate_loggers
 
 
@@ -27,7 +27,7 @@ BACKBONE_OVERRIDES = {"timm": ["backbone.model_name=resnet10t"]}
 def test_backbone_configs_build(name: str, tmp_path: Path) -> None:
     extra = BACKBONE_OVERRIDES.get(name, [])
     cfg = compose_config("train", [f"backbone={name}", *extra], tmp_path)
-    args = plain(cfg.backbone)
+    args = to_container(cfg.backbone)
     if args["weights"] == "imagenet" and name != "efficientnet_lite0":
         args["weights"] = "none"
     backbone = build_backbone(**args)
@@ -56,7 +56,7 @@ def test_group_configs_instantiate(group: str, tiny_data: Path, tmp_path: Path) 
             assert instantiate(cfg.data).hparams is not None
         else:
             model = instantiate(
-                cfg.model, backbone=plain(cfg.backbone), class_names=["a", "b"], class_counts=[5, 5]
+                cfg.model, backbone=to_container(cfg.backbone), class_names=["a", "b"], class_counts=[5, 5]
             )
             assert model.hparams.class_names == ["a", "b"]
 

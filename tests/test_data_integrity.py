@@ -125,7 +125,13 @@ def test_image_broken_after_setup_is_replaced_by_one_of_its_class(
 ) -> None:
     root = _good_tree(tmp_path / "data", per_class=6)
     dm = ImageFolderDataModule(
-        str(root), preprocessing=PRE, batch_size=4, augmentation="none", val_fraction=0.2, test_fraction=0.2
+        str(root),
+        preprocessing=PRE,
+        batch_size=4,
+        num_workers=0,  # the substitutions and the warning are per process: watch them in this one
+        augmentation="none",
+        val_fraction=0.2,
+        test_fraction=0.2,
     )
     dm.setup("fit")
     assert dm.train_set is not None

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from tests.conftest import make_imagefolder
-from transferlab.strategies import feature_cache
+from transferlab.strategies import feature_extraction
 from transferlab.train import train
 
 FE = ["model=feature_extraction", "trainer.max_epochs=2"]
 
 
 def _cache_files(cfg) -> list[Path]:
-    return sorted(Path(cfg.model.cache_dir).glob("*.pt"))
+    return sorted(Path(cfg.model.cache_dir).glob("*.npy"))
 
 
 @pytest.fixture
@@ -28,13 +28,13 @@ def own_data(tmp_path: Path) -> Path:
 
 def _count_computations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    original = feature_cache.compute_features
+    original = feature_extraction.compute_features
 
     def counting(*args, **kwargs):
-        calls.append(kwargs.get("label", args[-1] if args else "?"))
+        calls.append(kwargs["label"])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(feature_cache, "compute_features", counting)
+    monkeypatch.setattr(feature_extraction, "compute_features", counting)
     return calls
 
 
@@ -88,32 +88,6 @@ def test_changed_or_added_file_invalidates_the_cache(
     shutil.copy(own_data / "val" / "cross" / "0.png", own_data / "val" / "cross" / "new.png")
     train(train_config(*args, output_dir=tmp_path / "c"))
     assert calls == ["val"]
-
-
-def test_cache_key_covers_backbone_weights_and_preprocessing(tmp_path: Path) -> None:
-    from transferlab.preprocessing import Preprocessing
-
-    image = tmp_path / "a.png"
-    image.write_bytes(b"x")
-    samples = [(str(image), 0)]
-    pre = Preprocessing(input_size=32, mean=(0.5,) * 3, std=(0.5,) * 3)
-    base = feature_cache.feature_cache_key({"name": "small_cnn", "weights": "none"}, pre, samples)
-    other_weights = feature_cache.feature_cache_key(
-        {"name": "small_cnn", "weights": "imagenet"}, pre, samples
-    )
-    other_size = feature_cache.feature_cache_key(
-        {"name": "small_cnn", "weights": "none"},
-        Preprocessing(input_size=48, mean=pre.mean, std=pre.std),
-        samples,
-    )
-    assert len({base, other_weights, other_size}) == 3
-
-    weights_file = tmp_path / "w.pt"
-    weights_file.write_bytes(b"1")
-    key_1 = feature_cache.feature_cache_key({"name": "small_cnn", "weights": str(weights_file)}, pre, samples)
-    weights_file.write_bytes(b"22")  # same path, new content
-    key_2 = feature_cache.feature_cache_key({"name": "small_cnn", "weights": str(weights_file)}, pre, samples)
-    assert key_1 != key_2
 
 
 def test_cached_training_runs_on_embeddings_and_matches_uncached(

@@ -1,36 +1,97 @@
-"""TensorBoard gets a predictions grid and a confusion matrix after each validation epoch."""
+"""TensorBoard gets a predictions grid of a fixed sample over the classes and a confusion matrix figure."""
 
 from __future__ import annotations
 
+import io
+import itertools
 from pathlib import Path
 
+import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from transferlab.callbacks.image_logging import render_confusion_matrix, render_prediction_grid
+from transferlab.callbacks.image_logging import (
+    ValidationImageLogger,
+    confusion_matrix_figure,
+    render_prediction_grid,
+    stratified_sample,
+)
 from transferlab.train import train
 
+LONG_NAME = "Felis silvestris catus, the domestic cat (including every long-haired breed)"
 
-def test_confusion_matrix_picture_shades_by_row_share() -> None:
-    picture = render_confusion_matrix(torch.tensor([[5, 0], [1, 4]]), ["cat", "dog"])
-    assert picture.ndim == 3 and picture.shape[2] == 3 and picture.dtype.name == "uint8"
-    assert picture.shape[0] > 2 * 36
+
+def test_sample_is_spread_over_the_classes_and_fixed() -> None:
+    # A validation set is ordered by class: its first images are all of the first class.
+    targets = [0] * 40 + [1] * 9 + [2] * 2 + [3] * 30
+    chosen = stratified_sample(targets, 16, seed=0)
+    assert len(chosen) == len(set(chosen)) == 16
+    per_class = np.bincount([targets[i] for i in chosen], minlength=4)
+    # Classes take turns in class order; the small class gives all it has, the others share the rest.
+    assert per_class.tolist() == [5, 5, 2, 4]
+    assert stratified_sample(targets, 16, seed=0) == chosen
+    assert stratified_sample(targets, 16, seed=1) != chosen
+    assert stratified_sample(targets, 3, seed=0) == sorted(stratified_sample(targets, 3, seed=0))
+    assert sorted(stratified_sample(targets, 500, seed=0)) == list(range(len(targets)))
+
+
+def test_confusion_matrix_figure_keeps_every_full_class_name_inside_the_picture() -> None:
+    names = ["cat", LONG_NAME, *(f"class {i}" for i in range(10))]
+    figure = confusion_matrix_figure(torch.randint(0, 9, (12, 12)), names)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    (axes,) = [a for a in figure.axes if a.get_xlabel()]
+    bounds = figure.bbox
+    for ticks in (axes.get_xticklabels(), axes.get_yticklabels()):
+        assert [t.get_text() for t in ticks] == names  # full names, none shortened
+        boxes = [t.get_window_extent(renderer) for t in ticks]
+        for box in boxes:  # inside the figure: nothing cut off
+            assert bounds.x0 - 0.5 <= box.x0 and box.x1 <= bounds.x1 + 0.5
+            assert bounds.y0 - 0.5 <= box.y0 and box.y1 <= bounds.y1 + 0.5
+        for first, second in itertools.pairwise(boxes):  # neighbours do not overlap
+            assert not first.overlaps(second), (first, second)
+        assert not any(box.overlaps(axes.get_window_extent(renderer)) for box in boxes)
+    # Everything drawn (titles, labels, colour bar) fits: the tight box is within the figure.
+    tight = figure.get_tightbbox(renderer)
+    size = figure.get_size_inches()
+    assert (
+        tight.x0 >= -0.01 and tight.y0 >= -0.01 and tight.x1 <= size[0] + 0.01 and tight.y1 <= size[1] + 0.01
+    )
+
+    # More classes or longer names make a larger figure; the saved picture is that size.
+    small = confusion_matrix_figure(torch.eye(3), ["a", "b", "c"])
+    assert (figure.get_size_inches() > small.get_size_inches()).all()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    width, height = Image.open(buffer).size
+    assert np.allclose((width, height), figure.get_size_inches() * figure.dpi, atol=1)
 
 
 def test_prediction_grid_has_one_tile_per_image() -> None:
-    from PIL import Image
-
     images = [Image.new("RGB", (10, 10), (i * 20, 0, 0)) for i in range(10)]
     grid = render_prediction_grid(images, ["a"] * 10, ["a"] * 5 + ["b"] * 5, columns=4)
     assert grid.shape[:2] == (3 * (96 + 24), 4 * 96)
 
 
-def test_training_logs_images_each_validation_epoch(train_config) -> None:
-    cfg = train_config("trainer.max_epochs=2")
-    train(cfg)
+def test_training_logs_a_sample_of_every_class_and_the_matrix_each_epoch(train_config) -> None:
+    # 6 images of a validation set ordered by class (4 per class): the first 6 would miss a class.
+    cfg = train_config("trainer.max_epochs=2", "callbacks.validation_images.num_images=6")
+    _, objects = train(cfg)
+    (logger,) = [c for c in objects["trainer"].callbacks if isinstance(c, ValidationImageLogger)]
+    val_set = objects["datamodule"].val_set
+    shown = [val_set.samples[i][1] for i in logger.sample_indices]
+    assert len(shown) == 6 and sorted(set(shown)) == list(range(len(val_set.class_names)))
+
     events = EventAccumulator(
         str(Path(cfg.paths.output_dir) / "tensorboard"), size_guidance={"images": 0}
     ).Reload()
-    tags = set(events.Tags()["images"])
-    assert {"val/predictions", "val/confusion_matrix"} <= tags
-    assert [e.step for e in events.Images("val/confusion_matrix")] == [0, 1]
+    assert {"val/predictions", "val/confusion_matrix"} <= set(events.Tags()["images"])
+    matrices = events.Images("val/confusion_matrix")
+    assert [e.step for e in matrices] == [0, 1]
+    picture = Image.open(io.BytesIO(matrices[-1].encoded_image_string))
+    assert picture.size == (matrices[-1].width, matrices[-1].height) and picture.width >= 300
+    grids = events.Images("val/predictions")
+    assert [e.step for e in grids] == [0, 1] and grids[0].width == 6 * 96

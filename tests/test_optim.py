@@ -1,4 +1,7 @@
-"""Parameter groups and schedules: rates per block, no decay on norms and biases, lengths from the trainer."""
+"""Parameter groups and schedules: no decay on norms and biases, lengths from the trainer.
+
+The rates of block groups and parts are tested with the module that builds them (test_strategy_base.py).
+"""
 
 from __future__ import annotations
 
@@ -11,34 +14,19 @@ from torch import nn
 
 from tests.conftest import CONF_DIR, compose_config
 from transferlab.errors import UserError
-from transferlab.optim import build_param_groups, cosine_with_warmup, one_cycle
-
-
-def _blocks() -> list[tuple[str, nn.Module]]:
-    return [(f"b{i}", nn.Sequential(nn.Conv2d(3, 3, 3), nn.BatchNorm2d(3))) for i in range(3)]
-
-
-def test_learning_rate_decays_per_block_not_per_tensor() -> None:
-    blocks = _blocks()
-    groups = build_param_groups(nn.Linear(3, 2), blocks, lr=1.0, backbone_lr_factor=0.1, layer_decay=0.5)
-    by_name = {g["name"]: g for g in groups}
-    assert by_name["head"]["lr"] == 1.0
-    # every tensor of a block (conv weight, conv bias, BN weight, BN bias) shares the block's rate
-    for i, expected in enumerate([0.025, 0.05, 0.1]):
-        assert by_name[f"backbone.b{i}"]["lr"] == pytest.approx(expected)
-        assert by_name[f"backbone.b{i}/no_decay"]["lr"] == pytest.approx(expected)
+from transferlab.optim import cosine_with_warmup, one_cycle, split_weight_decay
 
 
 def test_no_weight_decay_on_norms_and_biases_and_frozen_left_out() -> None:
-    blocks = _blocks()
-    blocks[0][1].requires_grad_(False)
-    groups = build_param_groups(nn.Linear(3, 2), blocks, lr=1.0, weight_decay=0.05)
-    frozen = {id(p) for p in blocks[0][1].parameters()}
-    for group in groups:
-        assert not frozen & {id(p) for p in group["params"]}
-        dims = {p.ndim for p in group["params"]}
-        assert group["weight_decay"] == (0.0 if dims == {1} else 0.05)
-        assert dims == {1} or 1 not in dims
+    block = nn.Sequential(nn.Conv2d(3, 3, 3), nn.BatchNorm2d(3), nn.Linear(3, 2))
+    block[2].requires_grad_(False)
+    groups = split_weight_decay(block.named_parameters(), weight_decay=0.05, lr=0.1, name="b")
+    assert [g["name"] for g in groups] == ["b", "b/no_decay"]
+    decay, no_decay = groups
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert [p.shape for p in decay["params"]] == [block[0].weight.shape]  # conv kernel only
+    assert {id(p) for p in no_decay["params"]} == {id(block[0].bias), id(block[1].weight), id(block[1].bias)}
+    assert all(g["lr"] == 0.1 for g in groups)
 
 
 def _optimizer() -> torch.optim.Optimizer:

@@ -23,9 +23,11 @@ from transferlab.callbacks import PerformanceTuning
 from transferlab.train import train
 from transferlab.utils import distributed
 
-# Two-domain strategies need data=domain_adaptation; tests/test_dann_train.py runs them under ddp_sim.
-TWO_DOMAIN_MODELS = {"dann", "source_only"}
-MODELS = sorted(p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml") if p.stem not in TWO_DOMAIN_MODELS)
+# Strategies that need other data run under ddp_sim in their own tests: two-domain ones
+# (data=domain_adaptation) in tests/test_dann_train.py, model=protonet (data=fewshot) in
+# tests/test_protonet_ddp.py.
+OTHER_DATA_MODELS = {"dann", "source_only", "protonet"}
+MODELS = sorted(p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml") if p.stem not in OTHER_DATA_MODELS)
 # fine-tuning runs in the fast suite; the other strategies cost the same again each
 FAST_MODELS = {"finetune"}
 

@@ -90,13 +90,31 @@ def test_feature_extraction_search_space_covers_only_head_settings(tmp_path: Pat
     assert cfg.hydra.sweeper.direction == "maximize"
 
 
-def test_joblib_launcher_runs_jobs_in_parallel_processes(tiny_data: Path, tmp_path: Path) -> None:
+def test_joblib_launcher_runs_jobs_in_parallel_processes_with_loader_workers(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    # The README's command with the shipped data.num_workers=2: each job (a loky worker process) starts
+    # loader worker processes of its own.
     sweep_dir = tmp_path / "joblib"
-    result = _sweep(
-        tiny_data, tmp_path, "-m", "hydra/launcher=parallel", "seed=1,2", f"hydra.sweep.dir={sweep_dir}"
+    result = run_cli(
+        "transferlab.train",
+        "-m",
+        "hydra/launcher=parallel",
+        "seed=1,2",
+        *FAST_OVERRIDES,
+        "data.num_workers=2",
+        f"data.root={tiny_data}",
+        f"hydra.sweep.dir={sweep_dir}",
+        cwd=tmp_path,
     )
+    assert result.returncode == 0, result.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
-    assert all((j / "metrics.json").is_file() for j in _job_dirs(sweep_dir))
+    assert "pickle error" not in result.stderr
+    jobs = _job_dirs(sweep_dir)
+    assert len(jobs) == 2
+    for job in jobs:
+        assert OmegaConf.load(job / ".hydra" / "config.yaml").data.num_workers == 2
+        assert (job / "metrics.json").is_file()
     assert json.loads((sweep_dir / "summary.json").read_text())["metrics"]["val/acc_best"]["n"] == 2
 
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from tests.conftest import FAST_OVERRIDES, ROOT, run_cli
 from transferlab.backbones import backbone_preprocessing
-from transferlab.strategies.base import plain
 from transferlab.train import train
+from transferlab.utils.config import to_container
 
 
 def test_train_writes_checkpoints_metrics_and_tensorboard(train_config, tmp_path: Path) -> None:
@@ -49,7 +53,7 @@ def _fit_and_compare(cfg, epochs: int = 2) -> tuple[dict, dict, object]:
     datamodule = instantiate(cfg.data)
     datamodule.set_preprocessing(backbone_preprocessing(name=cfg.backbone.name))
     datamodule.prepare_data()
-    model = instantiate(cfg.model, backbone=plain(cfg.backbone), class_names=datamodule.class_names)
+    model = instantiate(cfg.model, backbone=to_container(cfg.backbone), class_names=datamodule.class_names)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer = L.Trainer(
         max_epochs=epochs,
@@ -150,3 +154,85 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights_as_an_unbroken_o
     assert expected.keys() == got.keys()
     changed = [k for k in expected if not torch.equal(expected[k], got[k])]
     assert not changed, changed[:5]
+
+
+class SpoilHeadAfterEpoch(L.Callback):
+    """Zeroes the head before epoch ``epoch`` validates: that epoch is at chance level (a bad epoch)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch and not trainer.sanity_checking:
+            with torch.no_grad():
+                for param in pl_module.head.parameters():
+                    param.zero_()
+
+
+def _callback_state(path: Path, monitor: str) -> dict:
+    states = torch.load(path, weights_only=True)["callbacks"]
+    return next(
+        s for key, s in states.items() if key.startswith("ModelCheckpoint") and s["monitor"] == monitor
+    )
+
+
+def test_resumed_run_tests_the_best_checkpoint_of_the_whole_run(
+    tiny_data: Path, tmp_path: Path, monkeypatch
+) -> None:
+    # The CLI's way: the first run is interrupted after its best epoch, the resume opens a new run folder,
+    # and its only epoch is worse than the best one.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    common = [*FAST_OVERRIDES, f"data.root={tiny_data}", "trainer.max_epochs=3", "model.lr=0.01"]
+    first, resumed = tmp_path / "first", tmp_path / "resumed"
+    stop = ["+callbacks.stop._target_=tests.test_train.StopAfterEpoch", "+callbacks.stop.epoch=1"]
+    result = run_cli("transferlab.train", *common, *stop, f"hydra.run.dir={first}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    first_best = first / "checkpoints" / "best.ckpt"
+    first_metrics = json.loads((first / "metrics.json").read_text())
+
+    spoil = ["+callbacks.spoil._target_=tests.test_train.SpoilHeadAfterEpoch", "+callbacks.spoil.epoch=2"]
+    last = first / "checkpoints" / "last.ckpt"
+    result = run_cli(
+        "transferlab.train", *common, *spoil, f"ckpt_path={last}", f"hydra.run.dir={resumed}", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((resumed / "metrics.json").read_text())
+    resumed_best = resumed / "checkpoints" / "best.ckpt"
+
+    # The spoilt epoch validated, and was not better than the best epoch of the first run.
+    events = EventAccumulator(str(resumed / "tensorboard")).Reload()
+    (spoilt,) = events.Scalars("val/loss")
+    assert spoilt.value == pytest.approx(math.log(3), abs=1e-4)  # all logits 0: chance level
+    assert metrics["val/acc_best"] == pytest.approx(first_metrics["val/acc_best"])
+    # The resumed run's best.ckpt is the first run's best, with its score, and it is what was tested.
+    expected = torch.load(first_best, weights_only=True)
+    kept = torch.load(resumed_best, weights_only=True)
+    assert kept["epoch"] == expected["epoch"] < 2
+    assert all(torch.equal(kept["state_dict"][k], v) for k, v in expected["state_dict"].items())
+    state = _callback_state(resumed / "checkpoints" / "last.ckpt", "val/acc")
+    assert float(state["best_model_score"]) == pytest.approx(metrics["val/acc_best"])
+    assert state["best_model_path"] == str(resumed_best)
+    for name in ("test/acc", "test/loss"):
+        assert metrics[name] == pytest.approx(first_metrics[name], abs=1e-6), name
+
+
+def test_resume_without_the_earlier_best_checkpoint_is_one_clear_message(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    common = [*FAST_OVERRIDES, f"data.root={tiny_data}", "test=false"]
+    first = tmp_path / "first"
+    result = run_cli("transferlab.train", *common, f"hydra.run.dir={first}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (first / "checkpoints" / "best.ckpt").unlink()
+    last = first / "checkpoints" / "last.ckpt"
+    result = run_cli(
+        "transferlab.train",
+        *common,
+        "trainer.max_epochs=2",
+        f"ckpt_path={last}",
+        f"hydra.run.dir={tmp_path / 'resumed'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "best.ckpt" in result.stderr and "no longer exists" in result.stderr
+    assert "Traceback" not in result.stderr

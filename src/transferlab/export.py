@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from transferlab.errors import UserError
 from transferlab.preprocessing import Preprocessing, as_preprocessing
 from transferlab.strategies.loading import load_module_from_checkpoint
-from transferlab.utils.atomic import write_json_atomically
+from transferlab.utils.atomic import atomic_path, write_json_atomically
 from transferlab.utils.cli import print_config_tree, run_task
 from transferlab.utils.paths import CONF_DIR
 
@@ -149,8 +149,8 @@ def export_model(
     size = prep.input_size
     write, run = _EXPORTERS[fmt]
 
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    try:
+    # Written to a temporary file and renamed into place only once it reproduces PyTorch's outputs.
+    with atomic_path(output) as tmp:
         with torch.no_grad():
             write(traced, torch.randn(_TRACE_BATCH, 3, size, size), tmp)
             # A batch size other than the traced one proves the batch dimension is dynamic.
@@ -167,9 +167,6 @@ def export_model(
                 f"The exported {fmt} model's logits differ from PyTorch's by {diff:.3g} (> {TOLERANCE}); the "
                 "export is not faithful. Try the other format."
             )
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
 
     sidecar = {
         "format": fmt,

@@ -26,10 +26,10 @@ from transferlab.backbones import Backbone, build_backbone
 from transferlab.data import SPLITS, build_eval_transform, is_image_file, list_classes, list_samples, load_rgb
 from transferlab.errors import UserError
 from transferlab.predict import list_input_images
-from transferlab.strategies.base import plain
 from transferlab.strategies.loading import load_module_from_checkpoint
 from transferlab.utils.atomic import torch_save_atomically
 from transferlab.utils.cli import print_config_tree, run_task
+from transferlab.utils.config import to_container
 from transferlab.utils.paths import CONF_DIR
 
 log = logging.getLogger(__name__)
@@ -173,11 +173,11 @@ def load_backbone(cfg: DictConfig) -> tuple[Backbone, dict[str, Any]]:
     """The backbone to embed with and a plain description of it, from ``ckpt_path`` or ``backbone.*``."""
     if cfg.get("ckpt_path"):
         module = load_module_from_checkpoint(cfg.ckpt_path)
-        description = {**plain(module.hparams["backbone"]), "ckpt_path": str(cfg.ckpt_path)}
+        description = {**module.hparams["backbone"], "ckpt_path": str(cfg.ckpt_path)}
         description.pop("weights", None)  # the checkpoint's weights are used, not the run's initial ones
         backbone = module.backbone
     else:
-        description = plain(cfg.backbone)
+        description = to_container(cfg.backbone)
         backbone = build_backbone(**description)
     return backbone, {**description, "preprocessing": backbone.preprocessing.to_dict()}
 

@@ -11,9 +11,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from transferlab.backbones import backbone_preprocessing
-from transferlab.strategies.base import plain
+from transferlab.errors import UserError
 from transferlab.strategies.loading import read_checkpoint
+from transferlab.utils.checkpoint_match import check_checkpoint_matches
 from transferlab.utils.cli import print_config_tree, run_task
+from transferlab.utils.config import to_container
 from transferlab.utils.hparams import log_final_hparams
 from transferlab.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from transferlab.utils.paths import CONF_DIR
@@ -25,16 +27,28 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Train (and test) the model the config describes.
 
+    With ``ckpt_path``, training resumes from that checkpoint (``last.ckpt`` of an earlier run); with
+    ``train=false`` it is the checkpoint tested instead (loaded into the model the config builds).
+
     Returns:
         The final metrics (``val/acc_best``, ``test/acc``, ...) and the objects built, by name.
+
+    Raises:
+        UserError: ``train=false`` without ``ckpt_path``, or a checkpoint that does not fit the config.
     """
     ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path:
-        read_checkpoint(ckpt_path)  # a missing, foreign or unsafe file fails here, before any work
+    fit, test = bool(cfg.get("train", True)), bool(cfg.get("test", True))
+    if not fit and test and not ckpt_path:
+        raise UserError(
+            "train=false tests a trained checkpoint: give it with ckpt_path=.../checkpoints/best.ckpt "
+            "(without it there would only be untrained weights to test)."
+        )
+    # A missing, foreign or unsafe file fails here, before any work.
+    checkpoint = read_checkpoint(ckpt_path) if ckpt_path else None
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
-    backbone_cfg = plain(cfg.backbone)
+    backbone_cfg = to_container(cfg.backbone)
     datamodule = instantiate(cfg.data)
     preprocessing_args = {k: v for k, v in backbone_cfg.items() if k != "weights"}
     datamodule.set_preprocessing(backbone_preprocessing(**preprocessing_args))
@@ -47,21 +61,21 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         class_names=datamodule.class_names,
         class_counts=datamodule.class_counts,
     )
+    if checkpoint is not None:
+        purpose = "resumed" if fit else "tested"
+        check_checkpoint_matches(checkpoint, model, datamodule.class_names, ckpt_path, purpose=purpose)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
-    if cfg.get("train", True):
+    if fit:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = scalar_metrics(trainer.callback_metrics)
 
-    if cfg.get("test", True):
-        best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
-        if not best:
-            log.warning(
-                "No best checkpoint was saved: testing the weights as they are at the end of training."
-            )
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+    if test:
+        tested = _best_checkpoint(trainer) if fit else ckpt_path
+        log.info("Testing %s", tested or "the weights at the end of training")
+        trainer.test(model, datamodule=datamodule, ckpt_path=tested, weights_only=True)
         metrics.update(scalar_metrics(trainer.callback_metrics))
 
     log_final_hparams(trainer.loggers, _flat_config(cfg), metrics)  # TensorBoard's hparams view
@@ -69,6 +83,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     print_run_summary(metrics, cfg.paths.output_dir, title=f"{cfg.task_name}: {type(model).__name__}")
     objects = {"cfg": cfg, "datamodule": datamodule, "model": model, "trainer": trainer}
     return metrics, objects
+
+
+def _best_checkpoint(trainer: L.Trainer) -> str | None:
+    """The best checkpoint the run's monitoring checkpoint callback kept, or None (with a warning)."""
+    best = next((c.best_model_path for c in trainer.checkpoint_callbacks if c.monitor), "")
+    if not best:
+        log.warning("No best checkpoint was saved: testing the weights as they are at the end of training.")
+    return best or None
 
 
 def _flat_config(cfg: DictConfig) -> dict[str, Any]:

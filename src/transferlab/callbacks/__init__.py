@@ -1,6 +1,8 @@
 """Lightning callbacks of transferlab (``callbacks.<name>._target_: transferlab.callbacks.<Class>``)."""
 
+from transferlab.callbacks.checkpoint import ResumableModelCheckpoint
+from transferlab.callbacks.gradual_unfreezing import GradualUnfreezing
 from transferlab.callbacks.image_logging import ValidationImageLogger
 from transferlab.callbacks.performance import PerformanceTuning
 
-__all__ = ["PerformanceTuning", "ValidationImageLogger"]
+__all__ = ["GradualUnfreezing", "PerformanceTuning", "ResumableModelCheckpoint", "ValidationImageLogger"]

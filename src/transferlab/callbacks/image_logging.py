@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
 import lightning as L
@@ -9,12 +10,36 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from PIL import Image, ImageDraw, ImageFont
 
 from transferlab.data import build_eval_transform, load_rgb
 
 CAPTION_HEIGHT = 24
 TILE = 96
+DPI = 100
+
+
+def stratified_sample(targets: Sequence[int], count: int, seed: int = 0) -> list[int]:
+    """``count`` indices of ``targets`` spread evenly over the classes, the same for the same arguments.
+
+    Each class's indices are shuffled with ``seed``; the classes then take turns giving their next index,
+    so every class is in the sample when ``count`` is at least the number of classes, and a class with few
+    samples gives all of them before the others stop. The result is ordered by class, then by index.
+    """
+    rng = random.Random(seed)
+    by_class: dict[int, list[int]] = {}
+    for index, label in enumerate(targets):
+        by_class.setdefault(int(label), []).append(index)
+    queues = [rng.sample(indices, len(indices)) for _, indices in sorted(by_class.items())]
+    chosen: list[int] = []
+    for turn in range(max((len(q) for q in queues), default=0)):
+        for queue in queues:
+            if len(chosen) < count and turn < len(queue):
+                chosen.append(queue[turn])
+    return sorted(chosen, key=lambda index: (int(targets[index]), index))
 
 
 def render_prediction_grid(
@@ -35,58 +60,75 @@ def render_prediction_grid(
     return np.asarray(canvas)
 
 
-def render_confusion_matrix(matrix: torch.Tensor, class_names: Sequence[str], cell: int = 36) -> np.ndarray:
-    """Heat map of counts (rows: true class, columns: predicted class) with labels; HWC uint8."""
-    font = ImageFont.load_default()
-    counts = matrix.to(torch.int64).tolist()
-    n = len(class_names)
-    margin = 90
-    canvas = Image.new("RGB", (margin + n * cell, margin + n * cell), "white")
-    draw = ImageDraw.Draw(canvas)
-    row_totals = [max(1, sum(row)) for row in counts]
-    for i in range(n):
-        draw.text((2, margin + i * cell + cell // 3), str(class_names[i])[:14], fill="black", font=font)
-        draw.text(
-            (margin + i * cell + 2, margin - 14 - (i % 2) * 12),
-            str(class_names[i])[:6],
-            fill="black",
-            font=font,
-        )
-        for j in range(n):
-            share = counts[i][j] / row_totals[i]
-            shade = int(255 * (1 - share))
-            box = (
-                margin + j * cell,
-                margin + i * cell,
-                margin + (j + 1) * cell - 1,
-                margin + (i + 1) * cell - 1,
-            )
-            draw.rectangle(box, fill=(shade, shade, 255))
-            draw.text(
-                (box[0] + 4, box[1] + cell // 3),
-                str(counts[i][j]),
-                fill="black" if share < 0.6 else "white",
-                font=font,
-            )
-    draw.text((margin, 2), "rows: true, columns: predicted", fill="black", font=font)
-    return np.asarray(canvas)
+def confusion_matrix_figure(
+    matrix: torch.Tensor | np.ndarray, class_names: Sequence[str], title: str = "validation"
+) -> Figure:
+    """A matplotlib figure of the confusion matrix: rows true class, columns predicted class.
+
+    Cells are shaded by their share of the true class (so classes of different sizes compare) and show
+    the counts while the cells are large enough to hold them. Tick labels are the full class names
+    (column labels rotated); the figure grows with the number of classes and the longest name, so no
+    label overlaps another or is cut off. The figure has an Agg canvas of its own (no pyplot, no GUI).
+    """
+    counts = np.asarray(torch.as_tensor(matrix).cpu(), dtype=np.int64)
+    names = [str(name) for name in class_names]
+    n = len(names)
+    font_size = 9.0 if n <= 20 else 7.0 if n <= 60 else 5.0
+    # Each row is at least 1.6 lines high, so neighbouring labels never touch.
+    cell = max(font_size / 72 * 1.6, min(0.45, 9.0 / max(n, 1)))
+    figure = Figure(dpi=DPI, layout="constrained")
+    canvas = FigureCanvasAgg(figure)
+    label = _longest_text_inches(names, font_size, canvas)
+    # Room for the matrix, the labels, the axis titles, the title and the colour bar.
+    matrix_side = n * cell
+    figure.set_size_inches(max(4.0, matrix_side + label + 1.9), max(3.5, matrix_side + label + 1.2))
+
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    axes = figure.add_subplot()
+    image = axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    figure.colorbar(image, ax=axes, shrink=0.8, label="share of the true class")
+    axes.set_xticks(range(n), labels=names, rotation=90, fontsize=font_size)
+    axes.set_yticks(range(n), labels=names, fontsize=font_size)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    axes.set_title(f"Confusion matrix ({title})")
+    if cell >= 0.3:
+        for i in range(n):
+            for j in range(n):
+                colour = "white" if shares[i, j] > 0.5 else "black"
+                axes.text(j, i, str(counts[i, j]), ha="center", va="center", color=colour, fontsize=font_size)
+    return figure
+
+
+def _longest_text_inches(texts: Sequence[str], font_size: float, canvas: FigureCanvasAgg) -> float:
+    """Width in inches of the widest of ``texts`` at ``font_size`` (measured by the Agg renderer)."""
+    renderer = canvas.get_renderer()
+    font = FontProperties(size=font_size)
+    widths = [renderer.get_text_width_height_descent(text, font, ismath=False)[0] for text in texts]
+    return max(widths, default=0.0) / canvas.figure.dpi
 
 
 class ValidationImageLogger(L.Callback):
     """After each validation epoch, add a predictions grid and a confusion matrix to TensorBoard.
 
-    The grid shows the first ``num_images`` validation images with their predicted and true class. It
-    reads the images from the data module's ``val_set.samples`` (paths), so it also works when training
-    runs on cached features.
+    The grid shows a fixed sample of ``num_images`` validation images spread over the classes
+    (:func:`stratified_sample`, chosen once with ``seed``), each with its predicted and true class, so
+    epochs compare on the same images. It reads the images from the data module's ``val_set.samples``
+    (paths), so it also works when training runs on cached features. The confusion matrix is a matplotlib
+    figure (:func:`confusion_matrix_figure`).
 
     Args:
         num_images: images in the grid.
         every_n_epochs: log every N validation epochs.
+        seed: seed of the sample of validation images.
     """
 
-    def __init__(self, num_images: int = 16, every_n_epochs: int = 1) -> None:
+    def __init__(self, num_images: int = 16, every_n_epochs: int = 1, seed: int = 0) -> None:
         self.num_images = num_images
         self.every_n_epochs = max(1, every_n_epochs)
+        self.seed = seed
+        self.sample_indices: list[int] | None = None
+        self._sampled_from: Sequence[tuple[str, int]] | None = None
 
     @staticmethod
     def _tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
@@ -97,26 +139,41 @@ class ValidationImageLogger(L.Callback):
         logger = self._tensorboard(trainer)
         if logger is None or trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
             return
+        if getattr(pl_module, "class_names", None) is None:
+            return  # no fixed classes to predict (few-shot models): nothing to draw
         step = trainer.current_epoch
         confusion = getattr(pl_module, "last_val_confusion", None)
         if confusion is not None:
-            picture = render_confusion_matrix(confusion, pl_module.class_names)
-            logger.experiment.add_image("val/confusion_matrix", picture, step, dataformats="HWC")
+            figure = confusion_matrix_figure(confusion, pl_module.class_names)
+            logger.experiment.add_figure("val/confusion_matrix", figure, step, close=False)
         samples = getattr(getattr(trainer.datamodule, "val_set", None), "samples", None)
         if samples and self.num_images > 0:
-            grid = self._prediction_grid(pl_module, samples[: self.num_images])
+            chosen = [samples[i] for i in self._sample(samples)]
+            grid = self._prediction_grid(pl_module, chosen)
             logger.experiment.add_image("val/predictions", grid, step, dataformats="HWC")
+
+    def _sample(self, samples: Sequence[tuple[str, int]]) -> list[int]:
+        """The indices shown, chosen at the first call (again only if the validation set changes)."""
+        if self.sample_indices is None or self._sampled_from is not samples:
+            targets = [label for _, label in samples]
+            self.sample_indices = stratified_sample(targets, self.num_images, self.seed)
+            self._sampled_from = samples
+        return self.sample_indices
 
     @torch.no_grad()
     def _prediction_grid(
         self, pl_module: L.LightningModule, samples: Sequence[tuple[str, int]]
     ) -> np.ndarray:
-        transform = build_eval_transform(pl_module.preprocessing)
         images = [load_rgb(path) for path, _ in samples]
-        batch = torch.stack([transform(image) for image in images]).to(pl_module.device)
         was_training = pl_module.training
         pl_module.eval()
-        predicted = pl_module(batch).argmax(dim=1).tolist()
+        # A module training on cached features predicts from them, without running its backbone again.
+        sample_logits = getattr(pl_module, "sample_logits", None)
+        logits = sample_logits(samples) if sample_logits is not None else None
+        if logits is None:
+            transform = build_eval_transform(pl_module.preprocessing)
+            logits = pl_module(torch.stack([transform(image) for image in images]).to(pl_module.device))
+        predicted = logits.argmax(dim=1).tolist()
         pl_module.train(was_training)
         names = pl_module.class_names
         return render_prediction_grid(images, [names[i] for i in predicted], [names[t] for _, t in samples])

@@ -1,5 +1,7 @@
 """Image data: reading files, transforms, folder scanning, splits, demo data and the Lightning data module."""
 
+from transferlab.data.base import BaseDataModule, TrainingDataModule
+from transferlab.data.builder import ImageFolderSplits, build_imagefolder_splits
 from transferlab.data.class_counts import count_per_class
 from transferlab.data.dataset import ImageSampleDataset
 from transferlab.data.demo import (
@@ -39,16 +41,20 @@ __all__ = [
     "DEMOS",
     "IMAGE_EXTENSIONS",
     "SPLITS",
+    "BaseDataModule",
     "EpochSampler",
     "FolderLayout",
     "ImageFolderDataModule",
+    "ImageFolderSplits",
     "ImageSampleDataset",
     "ImageTooLargeError",
     "NumpyArrayUnpickler",
     "ScanReport",
+    "TrainingDataModule",
     "UnreadableImageError",
     "balanced_sampler",
     "build_eval_transform",
+    "build_imagefolder_splits",
     "build_train_transform",
     "check_image",
     "count_per_class",

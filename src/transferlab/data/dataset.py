@@ -10,6 +10,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from transferlab.data.images import DEFAULT_MAX_IMAGE_PIXELS, load_rgb
+from transferlab.data.sampling import seeded_randomness
 from transferlab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,11 @@ class ImageSampleDataset(Dataset):
     or damaged in a way the scan cannot see) does not stop training: with ``substitute_unreadable`` the
     next readable sample of the same class takes its place, and the first such file is logged once per
     process (each loader worker is a process).
+
+    An index may carry a seed (a :class:`~transferlab.data.sampling.SampleIndex`, as the training sampler
+    yields): the transform then draws its random numbers from that seed alone, so a sample is augmented
+    the same way in the main process or any loader worker, and in a resumed run. A plain int draws from the
+    process's generators.
 
     Args:
         samples: ``(path, class_index)`` pairs.
@@ -64,8 +70,14 @@ class ImageSampleDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         path, label = self.samples[index]
-        image = self._load(index) if self.substitute_unreadable else self._read(path)
-        return (self.transform(image) if self.transform is not None else image), label
+        image = self._load(int(index)) if self.substitute_unreadable else self._read(path)
+        if self.transform is None:
+            return image, label
+        seed = getattr(index, "seed", None)
+        if seed is None:
+            return self.transform(image), label
+        with seeded_randomness(seed):
+            return self.transform(image), label
 
     @property
     def targets(self) -> list[int]:

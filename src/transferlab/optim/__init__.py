@@ -1,10 +1,9 @@
 """Parameter groups and learning-rate schedules, built from what is trainable."""
 
-from transferlab.optim.param_groups import build_param_groups, split_weight_decay
+from transferlab.optim.param_groups import split_weight_decay
 from transferlab.optim.schedulers import constant, cosine_with_warmup, one_cycle, step_decay
 
 __all__ = [
-    "build_param_groups",
     "constant",
     "cosine_with_warmup",
     "one_cycle",

@@ -7,12 +7,14 @@ from transferlab.strategies.dann import DANNClassifier, SourceOnlyClassifier
 from transferlab.strategies.feature_extraction import FeatureExtractionClassifier
 from transferlab.strategies.finetune import FineTuneClassifier
 from transferlab.strategies.loading import load_module_from_checkpoint
+from transferlab.strategies.protonet import ProtoNetModule
 
 __all__ = [
     "ClassifierModule",
     "DANNClassifier",
     "FeatureExtractionClassifier",
     "FineTuneClassifier",
+    "ProtoNetModule",
     "SourceOnlyClassifier",
     "TransferModule",
     "auto_strategy",

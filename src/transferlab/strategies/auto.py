@@ -7,12 +7,13 @@ generalises; with more, the top of the network can adapt; with many, everything 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from hydra.utils import instantiate
+
 from transferlab.errors import UserError
-from transferlab.strategies.base import plain
-from transferlab.strategies.classifier import ClassifierModule
+from transferlab.strategies.base import TransferModule
 from transferlab.strategies.feature_extraction import FeatureExtractionClassifier
 from transferlab.strategies.finetune import FineTuneClassifier
 
@@ -35,47 +36,60 @@ def choose_strategy(num_images: int, feature_extraction_below: int, finetune_las
 
 def auto_strategy(
     backbone: Mapping[str, Any],
-    class_names: list[str],
+    class_names: Sequence[str],
     optimizer: Mapping[str, Any],
     scheduler: Mapping[str, Any] | None = None,
-    class_counts: list[int] | None = None,
+    class_counts: Sequence[int] | None = None,
     feature_extraction_below: int = 1000,
     finetune_last_below: int = 10000,
-    last_blocks: int = 1,
     feature_extraction: Mapping[str, Any] | None = None,
     finetune: Mapping[str, Any] | None = None,
-) -> ClassifierModule:
+) -> TransferModule:
     """Build the strategy module that suits the training-set size, and say which and why.
 
+    The candidates are given by their settings, as in ``conf/model/auto.yaml`` (which includes
+    ``conf/model/feature_extraction.yaml`` and ``conf/model/finetune.yaml``): a config node with a
+    ``_target_``, or just constructor arguments of :class:`FeatureExtractionClassifier` /
+    :class:`FineTuneClassifier`; what they leave out is the class's default.
+
     Args:
-        backbone, class_names, optimizer, scheduler: as for every strategy.
+        backbone, class_names, optimizer, scheduler: as for every strategy; a candidate without its own
+            ``optimizer`` / ``scheduler`` uses these.
         class_counts: training images per class (given by the training entry point).
-        feature_extraction_below: fewer training images than this: frozen backbone + head.
-        finetune_last_below: fewer than this (and not fewer than the above): fine-tune the last
-            ``last_blocks`` block groups; otherwise fine-tune everything.
-        last_blocks: block groups trained in the middle regime.
-        feature_extraction: options of the feature-extraction module (lr, feature_cache, ...).
-        finetune: options of the fine-tuning module (lr, backbone_lr_factor, ...).
+        feature_extraction_below: fewer training images than this: the feature-extraction candidate.
+        finetune_last_below: fewer than this (and not fewer than the above): the fine-tuning candidate as
+            configured (its ``trainable_blocks``); otherwise the same with every block group trainable.
+        feature_extraction: settings of the feature-extraction candidate.
+        finetune: settings of the fine-tuning candidate.
     """
-    class_counts = plain(class_counts)
     if not class_counts:
         raise UserError("model=auto needs the number of training images per class from the data module.")
     num_images = int(sum(class_counts))
     choice = choose_strategy(num_images, feature_extraction_below, finetune_last_below)
-    common = {"backbone": backbone, "class_names": class_names, "optimizer": optimizer,
-              "scheduler": scheduler, "class_counts": class_counts}  # fmt: skip
+    shared = {"optimizer": optimizer, "scheduler": scheduler}
+    given = {"backbone": backbone, "class_names": class_names, "class_counts": class_counts}
     if choice == "feature_extraction":
         reason = f"{num_images} training images < feature_extraction_below={feature_extraction_below}"
-        module: ClassifierModule = FeatureExtractionClassifier(**common, **plain(feature_extraction or {}))
+        module = _build(FeatureExtractionClassifier, {**shared, **(feature_extraction or {})}, **given)
         what = "feature extraction (frozen backbone, new head)"
+    elif choice == "finetune_last":
+        reason = f"{num_images} training images < finetune_last_below={finetune_last_below}"
+        module = _build(FineTuneClassifier, {**shared, **(finetune or {})}, **given)
+        what = f"fine-tuning the last {module.num_trainable_blocks} block group(s)"
     else:
-        blocks: int | str = last_blocks if choice == "finetune_last" else "all"
-        if choice == "finetune_last":
-            reason = f"{num_images} training images < finetune_last_below={finetune_last_below}"
-            what = f"fine-tuning the last {last_blocks} block group(s)"
-        else:
-            reason = f"{num_images} training images >= finetune_last_below={finetune_last_below}"
-            what = "fine-tuning every block"
-        module = FineTuneClassifier(**common, trainable_blocks=blocks, **plain(finetune or {}))
+        reason = f"{num_images} training images >= finetune_last_below={finetune_last_below}"
+        module = _build(FineTuneClassifier, {**shared, **(finetune or {})}, **given, trainable_blocks="all")
+        what = "fine-tuning every block"
     log.info("model=auto chose %s: %s.", what, reason)
     return module
+
+
+def _build(default: type[TransferModule], settings: Mapping[str, Any], **given: Any) -> TransferModule:
+    """Instantiate a candidate's config node (``default`` when it names no ``_target_``)."""
+    node = {
+        "_target_": f"{default.__module__}.{default.__qualname__}",
+        "_recursive_": False,  # optimizer and scheduler are built by the module itself
+        "_convert_": "all",
+        **settings,
+    }
+    return instantiate(node, **given)

@@ -1,21 +1,19 @@
-"""What every transfer strategy shares: backbone, freezing, optimizer from config, metrics, checkpoints."""
+"""What every transfer strategy shares: backbone, freezing, optimizer from named parts, checkpoints."""
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from transferlab.backbones import Backbone, build_backbone
 from transferlab.errors import UserError
+from transferlab.optim import split_weight_decay
+from transferlab.utils.config import require_plain
 
 CHECKPOINT_KEY = "transferlab"
 
@@ -24,86 +22,191 @@ CHECKPOINT_KEY = "transferlab"
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 
-def plain(value: Any) -> Any:
-    """Turn OmegaConf nodes into plain Python containers (checkpoints must hold primitives only)."""
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
-
-
 class TransferModule(L.LightningModule):
-    """Base of every strategy: a pretrained backbone, a task head, and the bookkeeping around them.
+    """Base of every strategy: a pretrained backbone, the parts a strategy adds, and the bookkeeping.
 
-    Subclasses build their head, decide what is trainable (before the optimizer exists), and write
-    ``training_step`` and friends. This class provides:
+    This class provides:
 
     - ``self.backbone`` built from the backbone config (name, weights, image size);
-    - ``freeze_backbone(trainable_blocks)``: everything below the last N block groups is frozen, and frozen
-      blocks stay in eval mode when ``frozen_bn_eval`` (BatchNorm statistics do not move);
-    - ``configure_optimizers`` from ``_partial_`` optimizer/scheduler configs and ``param_groups()``;
-    - classification metrics with the names ``train/loss``, ``val/acc``, ``val/acc_best``, ``test/acc``;
-    - class names and preprocessing stored in every checkpoint, so eval and predict need nothing else.
+    - freezing by block groups (:meth:`set_trainable_blocks`), which keeps ``requires_grad`` and the
+      train/eval mode of the backbone's modules together, and may be called again to unfreeze more;
+    - optimizer parameter groups from named parts (:meth:`trainable_parts`) and layer-wise rates of the
+      backbone's block groups (:meth:`block_group_lr`), with no weight decay on norms and biases;
+    - ``configure_optimizers`` from ``_partial_`` optimizer / scheduler configs;
+    - checkpoint metadata (module class, preprocessing, class names when there are any), so eval,
+      predict and :func:`~transferlab.strategies.loading.load_module_from_checkpoint` need nothing else.
+
+    A concrete strategy builds its parts, calls :meth:`set_trainable_blocks` and
+    ``self.save_hyperparameters()`` in its own ``__init__`` (so each checkpoint records exactly its own
+    class's arguments), and writes ``training_step`` and friends.
+
+    Args:
+        backbone: backbone config (``name``, ``weights``, ``image_size``, family options).
+        optimizer: ``_partial_`` optimizer config; it receives :meth:`param_groups`.
+        scheduler: ``_partial_`` scheduler config taking ``(optimizer, total_steps)``, or None.
+        lr: learning rate of the parts (e.g. the head).
+        backbone_lr_factor: rate of the top block group relative to ``lr`` (discriminative learning rate).
+        layer_decay: rate multiplier per block group going down from the top group.
+        weight_decay: decay of weights; norms and biases (1-D parameters) get none.
+        frozen_blocks_eval: frozen block groups run in eval mode, so their BatchNorm statistics (and
+            dropout) stay fixed.
+        freeze_bn_stats: every BatchNorm layer of the backbone keeps its running statistics, in trainable
+            block groups too (their scale and shift still train; useful with small batches).
+        class_names: the fixed class set, in label order, or None for a module without one (few-shot).
     """
 
     def __init__(
         self,
         backbone: Mapping[str, Any],
-        class_names: list[str],
         optimizer: Mapping[str, Any],
         scheduler: Mapping[str, Any] | None = None,
-        frozen_bn_eval: bool = True,
-        freeze_batchnorm: bool = False,
+        *,
+        lr: float,
+        backbone_lr_factor: float = 0.1,
+        layer_decay: float = 1.0,
+        weight_decay: float = 1e-4,
+        frozen_blocks_eval: bool = True,
+        freeze_bn_stats: bool = False,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
-        if len(class_names) < 2:
-            raise UserError(f"Need at least 2 classes to train a classifier, got {list(class_names)}.")
-        self.class_names = list(class_names)
-        self.backbone: Backbone = build_backbone(**plain(backbone))
-        self.optimizer_cfg = plain(optimizer)
-        self.scheduler_cfg = plain(scheduler)
-        self.frozen_bn_eval = frozen_bn_eval
-        self._frozen_modules: list[nn.Module] = []
-        # With freeze_batchnorm every BatchNorm layer keeps its running statistics, trainable blocks too.
-        self._always_eval: list[nn.Module] = (
-            [m for m in self.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-            if freeze_batchnorm
-            else []
-        )
-        self._make_metrics(len(self.class_names))
+        require_plain(backbone=backbone, optimizer=optimizer, scheduler=scheduler, class_names=class_names)
+        if lr <= 0 or backbone_lr_factor < 0 or not 0 < layer_decay <= 1 or weight_decay < 0:
+            raise UserError(
+                f"Bad learning rates: model.lr={lr} must be > 0, model.backbone_lr_factor="
+                f"{backbone_lr_factor} >= 0, model.layer_decay={layer_decay} in (0, 1] and "
+                f"model.weight_decay={weight_decay} >= 0."
+            )
+        self.backbone: Backbone = build_backbone(**backbone)
+        self.optimizer_cfg = dict(optimizer)
+        self.scheduler_cfg = dict(scheduler) if scheduler else None
+        self.lr, self.backbone_lr_factor, self.layer_decay = lr, backbone_lr_factor, layer_decay
+        self.weight_decay = weight_decay
+        self.frozen_blocks_eval, self.freeze_bn_stats = frozen_blocks_eval, freeze_bn_stats
+        self.class_names: list[str] | None = None if class_names is None else list(class_names)
+        # A new backbone trains whole until set_trainable_blocks says otherwise.
+        self._num_trainable_blocks = self.num_block_groups
 
     # ----------------------------------------------------------------- freezing
-    def freeze_backbone(self, trainable_blocks: int | str) -> None:
-        """Freeze all but the last ``trainable_blocks`` block groups (``"all"``: nothing is frozen)."""
+    @property
+    def block_group_names(self) -> list[str]:
+        """Names of the backbone's block groups, input to output."""
+        return [group.name for group in self.backbone.block_groups()]
+
+    @property
+    def num_block_groups(self) -> int:
+        """Number of block groups of the backbone."""
+        return len(self.backbone.block_groups())
+
+    @property
+    def num_trainable_blocks(self) -> int:
+        """How many block groups, counted from the top, :meth:`set_trainable_blocks` made trainable."""
+        return self._num_trainable_blocks
+
+    def set_trainable_blocks(self, count: int | str) -> None:
+        """Make the last ``count`` block groups trainable and freeze the rest (``"all"``: every group).
+
+        May be called again later, e.g. by a gradual-unfreezing callback, to unfreeze more: newly unfrozen
+        groups get ``requires_grad`` back and return to train mode when the module is training. Frozen
+        groups run in eval mode when ``frozen_blocks_eval``. Parameters of groups unfrozen after the
+        optimizer was built must be added to it (see :meth:`block_group_param_groups`).
+        """
         groups = self.backbone.block_groups()
-        if trainable_blocks == "all":
+        if count == "all":
             count = len(groups)
-        elif isinstance(trainable_blocks, int) and 0 <= trainable_blocks <= len(groups):
-            count = trainable_blocks
-        else:
-            names = [g.name for g in groups]
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= len(groups):
             raise UserError(
-                f"model.trainable_blocks={trainable_blocks!r} is not valid for this backbone: use 0 "
-                f"(frozen), a number up to {len(groups)}, or 'all'. Its block groups, input to output: "
-                f"{names}."
+                f"model.trainable_blocks={count!r} is not valid for this backbone: use 0 (frozen), a number "
+                f"up to {len(groups)}, or 'all'. Its block groups, input to output: {self.block_group_names}."
             )
-        frozen = groups[: len(groups) - count]
-        self._frozen_modules = [m for g in frozen for m in g.modules]
-        for module in self._frozen_modules:
-            module.requires_grad_(False)
-        self.train(self.training)
+        first_trainable = len(groups) - count
+        for index, group in enumerate(groups):
+            for param in group.parameters():
+                param.requires_grad_(index >= first_trainable)
+        self._num_trainable_blocks = count
+        if self.training:
+            self._set_backbone_modes()
 
     def train(self, mode: bool = True) -> TransferModule:
-        """Set train/eval mode, keeping frozen backbone blocks in eval mode (BatchNorm stats stay fixed)."""
+        """Set train/eval mode; in train mode frozen blocks (and, if asked, BatchNorm layers) stay in eval."""
         super().train(mode)
         if mode:
-            for module in (self._frozen_modules if self.frozen_bn_eval else []) + self._always_eval:
-                module.eval()
+            self._set_backbone_modes()
         return self
 
+    def _set_backbone_modes(self) -> None:
+        """Train mode for trainable block groups, eval mode where statistics must stay fixed."""
+        groups = self.backbone.block_groups()
+        first_trainable = len(groups) - self._num_trainable_blocks
+        for index, group in enumerate(groups):
+            keep_eval = index < first_trainable and self.frozen_blocks_eval
+            for module in group.modules:
+                module.train(not keep_eval)
+        if self.freeze_bn_stats:
+            for module in self.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
     # ----------------------------------------------------------------- optimization
+    def trainable_parts(self) -> dict[str, nn.Module]:
+        """The strategy's named modules outside the backbone (e.g. ``{"head": ...}``).
+
+        A strategy that adds parts overrides this and extends ``super().trainable_parts()``; each part gets
+        its own parameter groups at :meth:`part_lr`.
+        """
+        return {}
+
+    def part_lr(self, name: str) -> float:
+        """Learning rate of the part ``name`` (by default ``lr`` for every part)."""
+        return self.lr
+
+    def block_group_lr(self, index: int) -> float:
+        """Rate of block group ``index`` (0 = nearest the input), whatever is trainable at the moment.
+
+        ``lr * backbone_lr_factor * layer_decay ** (num_block_groups - 1 - index)``: the top group trains at
+        ``lr * backbone_lr_factor`` and each group below it at ``layer_decay`` times the rate above.
+        """
+        count = self.num_block_groups
+        if not 0 <= index < count:
+            raise IndexError(f"Block group index {index} is out of range for {count} block groups.")
+        return self.lr * self.backbone_lr_factor * self.layer_decay ** (count - 1 - index)
+
+    def block_group_param_groups(self, names: Sequence[str]) -> list[dict]:
+        """Optimizer parameter groups of the named block groups, at the rates :meth:`block_group_lr` gives.
+
+        Each block group gives a decayed and a no-decay group (norms and biases), named
+        ``backbone.<group>`` and ``backbone.<group>/no_decay``. Frozen parameters are left out, so call
+        this after :meth:`set_trainable_blocks` (a gradual-unfreezing callback adds the result to the
+        optimizer with ``optimizer.add_param_group``).
+        """
+        groups = self.backbone.block_groups()
+        index_of = {group.name: index for index, group in enumerate(groups)}
+        unknown = [name for name in names if name not in index_of]
+        if unknown:
+            raise UserError(
+                f"Unknown block group(s) {unknown}: this backbone's groups, input to output, are "
+                f"{list(index_of)}."
+            )
+        param_groups: list[dict] = []
+        for name in names:
+            index = index_of[name]
+            named = ((n, p) for module in groups[index].modules for n, p in module.named_parameters())
+            param_groups += split_weight_decay(
+                named, self.weight_decay, self.block_group_lr(index), f"backbone.{name}"
+            )
+        return param_groups
+
     def param_groups(self) -> list[dict]:
-        """Optimizer parameter groups, each with an explicit ``lr``; built from trainable parameters only."""
-        raise NotImplementedError
+        """Parameter groups of every trainable part and every trainable block group (frozen ones left out)."""
+        groups: list[dict] = []
+        for name, part in self.trainable_parts().items():
+            groups += split_weight_decay(part.named_parameters(), self.weight_decay, self.part_lr(name), name)
+        trainable = [
+            group.name
+            for group in self.backbone.block_groups()
+            if any(p.requires_grad for p in group.parameters())
+        ]
+        return groups + self.block_group_param_groups(trainable)
 
     def configure_optimizers(self) -> dict:
         groups = self.param_groups()
@@ -116,49 +219,6 @@ class TransferModule(L.LightningModule):
         scheduler = instantiate(self.scheduler_cfg)(optimizer, total_steps=total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    # ----------------------------------------------------------------- metrics
-    def _make_metrics(self, num_classes: int) -> None:
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_f1 = MulticlassF1Score(num_classes, average="macro")
-        self.test_f1 = MulticlassF1Score(num_classes, average="macro")
-        self.val_confusion = MulticlassConfusionMatrix(num_classes)
-        self.last_val_confusion: torch.Tensor | None = None
-        self.val_acc_best = MaxMetric()
-        # Part of the checkpoint, so a resumed run keeps the best accuracy seen before.
-        self.val_acc_best.persistent(True)
-
-    def log_classification(
-        self, stage: str, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor
-    ) -> None:
-        """Update and log loss, accuracy (and macro F1 outside training) for ``stage``."""
-        preds = logits.argmax(dim=1)
-        loss_metric, acc = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
-        loss_metric(loss.detach(), weight=y.numel())
-        acc(preds, y)
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=True)
-        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
-        if on_step:
-            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
-        else:
-            f1 = getattr(self, f"{stage}_f1")
-            f1(preds, y)
-            self.log(f"{stage}/f1_macro", f1, on_step=False, on_epoch=True)
-        if stage == "val":
-            self.val_confusion.update(preds, y)
-
-    def on_validation_epoch_end(self) -> None:
-        # Read by the image-logging callback (rows: true class, columns: predicted class).
-        self.last_val_confusion = self.val_confusion.compute().cpu()
-        self.val_confusion.reset()
-        if self.trainer.sanity_checking:  # the sanity check must not count towards the best accuracy
-            return
-        self.val_acc_best(self.val_acc.compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
-
     # ----------------------------------------------------------------- checkpoints
     @property
     def preprocessing(self) -> dict:
@@ -167,8 +227,10 @@ class TransferModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         cls = type(self)
-        checkpoint[CHECKPOINT_KEY] = {
+        metadata: dict[str, Any] = {
             "module": f"{cls.__module__}.{cls.__qualname__}",
-            "class_names": list(self.class_names),
             "preprocessing": self.preprocessing,
         }
+        if self.class_names is not None:
+            metadata["class_names"] = list(self.class_names)
+        checkpoint[CHECKPOINT_KEY] = metadata

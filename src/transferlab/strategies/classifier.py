@@ -1,4 +1,4 @@
-"""Supervised image classification on top of a backbone: head, loss, steps and parameter groups."""
+"""Supervised image classification on top of a backbone: head, cross-entropy, steps and metrics."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from transferlab.errors import UserError
-from transferlab.optim import build_param_groups
 from transferlab.strategies.base import TransferModule
 from transferlab.strategies.heads import build_head
+from transferlab.utils.config import require_plain
 
 
 def inverse_frequency_weights(class_counts: Sequence[int]) -> torch.Tensor:
@@ -25,41 +28,54 @@ def inverse_frequency_weights(class_counts: Sequence[int]) -> torch.Tensor:
 
 
 class ClassifierModule(TransferModule):
-    """Backbone + new head trained with cross-entropy; the shared part of fine-tuning and feature extraction.
+    """Backbone + new head trained with cross-entropy over a fixed class set.
 
-    Subclasses decide what is trainable and call ``self.save_hyperparameters()`` in their own ``__init__``
-    (so each checkpoint records exactly its own class's arguments).
+    The shared part of fine-tuning and feature extraction: the ``"head"`` part, the loss, the steps, and
+    the metrics ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``val/acc_best``,
+    ``val/f1_macro``, ``test/loss``, ``test/acc``, ``test/f1_macro``. Subclasses decide what is trainable
+    and call ``self.save_hyperparameters()`` in their own ``__init__``.
+
+    Args:
+        backbone, optimizer, scheduler, lr, backbone_lr_factor, layer_decay, weight_decay,
+            frozen_blocks_eval, freeze_bn_stats: as for :class:`TransferModule`.
+        class_names: class names, in label order (at least two).
+        head_hidden_dim: hidden width of an MLP head (None or 0 = linear head).
+        head_dropout: dropout in the head.
+        label_smoothing: cross-entropy label smoothing (training only).
+        class_counts: training images per class (given by the training entry point).
+        class_weighted_loss: weight the loss by inverse class frequency.
     """
 
     def __init__(
         self,
         backbone: Mapping[str, Any],
-        class_names: list[str],
         optimizer: Mapping[str, Any],
-        scheduler: Mapping[str, Any] | None,
+        scheduler: Mapping[str, Any] | None = None,
         *,
+        class_names: Sequence[str],
         lr: float,
-        backbone_lr_factor: float,
-        layer_decay: float,
-        weight_decay: float,
-        head_hidden_dim: int | None,
-        head_dropout: float,
-        label_smoothing: float,
-        class_counts: list[int] | None,
-        class_weighted_loss: bool,
-        frozen_bn_eval: bool,
-        freeze_batchnorm: bool = False,
+        backbone_lr_factor: float = 0.1,
+        layer_decay: float = 1.0,
+        weight_decay: float = 1e-4,
+        head_hidden_dim: int | None = None,
+        head_dropout: float = 0.0,
+        label_smoothing: float = 0.0,
+        class_counts: Sequence[int] | None = None,
+        class_weighted_loss: bool = False,
+        frozen_blocks_eval: bool = True,
+        freeze_bn_stats: bool = False,
     ) -> None:
-        super().__init__(backbone, class_names, optimizer, scheduler, frozen_bn_eval, freeze_batchnorm)
-        if lr <= 0 or backbone_lr_factor < 0 or not 0 < layer_decay <= 1:
-            raise UserError(
-                f"Bad learning rates: model.lr={lr} must be > 0, model.backbone_lr_factor="
-                f"{backbone_lr_factor} >= 0 and model.layer_decay={layer_decay} in (0, 1]."
-            )
+        super().__init__(
+            backbone, optimizer, scheduler, lr=lr, backbone_lr_factor=backbone_lr_factor,
+            layer_decay=layer_decay, weight_decay=weight_decay, frozen_blocks_eval=frozen_blocks_eval,
+            freeze_bn_stats=freeze_bn_stats, class_names=class_names,
+        )  # fmt: skip
+        require_plain(class_counts=class_counts)
+        if class_names is None or len(class_names) < 2:
+            raise UserError(f"Need at least 2 classes to train a classifier, got {class_names}.")
         if not 0 <= label_smoothing < 1:
             raise UserError(f"model.label_smoothing={label_smoothing} must be in [0, 1).")
-        self.lr, self.backbone_lr_factor, self.layer_decay = lr, backbone_lr_factor, layer_decay
-        self.weight_decay, self.label_smoothing = weight_decay, label_smoothing
+        self.label_smoothing = label_smoothing
         self.head = build_head(
             self.backbone.feature_dim, len(self.class_names), head_hidden_dim, head_dropout
         )
@@ -73,6 +89,10 @@ class ClassifierModule(TransferModule):
             weights = inverse_frequency_weights(class_counts)
         # Not persistent: derived from the hyperparameters, so checkpoints stay the same either way.
         self.register_buffer("class_weights", weights, persistent=False)
+        self._make_metrics(len(self.class_names))
+
+    def trainable_parts(self) -> dict[str, nn.Module]:
+        return {**super().trainable_parts(), "head": self.head}
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features; a 2-D input is taken as features already computed (feature cache)."""
@@ -81,13 +101,7 @@ class ClassifierModule(TransferModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(x))
 
-    def param_groups(self) -> list[dict]:
-        groups = self.backbone.block_groups()
-        trainable = [(g.name, g.modules) for g in groups if any(p.requires_grad for p in g.parameters())]
-        return build_param_groups(
-            self.head, trainable, self.lr, self.backbone_lr_factor, self.layer_decay, self.weight_decay
-        )
-
+    # ----------------------------------------------------------------- steps
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
         logits = self(x)
@@ -108,3 +122,46 @@ class ClassifierModule(TransferModule):
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, list | tuple) else batch
         return self(x).softmax(dim=1)
+
+    # ----------------------------------------------------------------- metrics
+    def _make_metrics(self, num_classes: int) -> None:
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_f1 = MulticlassF1Score(num_classes, average="macro")
+        self.test_f1 = MulticlassF1Score(num_classes, average="macro")
+        self.val_confusion = MulticlassConfusionMatrix(num_classes)
+        self.last_val_confusion: torch.Tensor | None = None
+        self.val_acc_best = MaxMetric()
+        # Part of the checkpoint, so a resumed run keeps the best accuracy seen before.
+        self.val_acc_best.persistent(True)
+
+    def log_classification(
+        self, stage: str, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor
+    ) -> None:
+        """Update and log loss, accuracy (and macro F1 outside training) for ``stage``."""
+        preds = logits.argmax(dim=1)
+        loss_metric, acc = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
+        loss_metric(loss.detach(), weight=y.numel())
+        acc(preds, y)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
+        if on_step:
+            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
+        else:
+            f1 = getattr(self, f"{stage}_f1")
+            f1(preds, y)
+            self.log(f"{stage}/f1_macro", f1, on_step=False, on_epoch=True)
+        if stage == "val":
+            self.val_confusion.update(preds, y)
+
+    def on_validation_epoch_end(self) -> None:
+        # Read by the image-logging callback (rows: true class, columns: predicted class).
+        self.last_val_confusion = self.val_confusion.compute().cpu()
+        self.val_confusion.reset()
+        if self.trainer.sanity_checking:  # the sanity check must not count towards the best accuracy
+            return
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)

@@ -10,13 +10,16 @@ from transferlab.errors import UserError
 from transferlab.strategies.base import CHECKPOINT_KEY, TransferModule
 from transferlab.utils.safe_load import safe_torch_load
 
+# Hyperparameters renamed since earlier checkpoints were written: old name -> new name.
+RENAMED_HPARAMS = {"frozen_bn_eval": "frozen_blocks_eval", "freeze_batchnorm": "freeze_bn_stats"}
+
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a transferlab checkpoint safely and check it carries what eval and predict need."""
     checkpoint = safe_torch_load(path, what="checkpoint")
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint or "state_dict" not in checkpoint:
         raise UserError(
-            f"{path} is not a transferlab checkpoint (no class names or preprocessing inside). Point "
+            f"{path} is not a transferlab checkpoint (no module class or preprocessing inside). Point "
             "ckpt_path at checkpoints/best.ckpt or checkpoints/last.ckpt of a transferlab-train run."
         )
     return checkpoint
@@ -25,20 +28,42 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 def load_module_from_checkpoint(path: str | Path) -> TransferModule:
     """Rebuild the strategy module of a checkpoint, with its trained weights, in eval mode.
 
+    Works for every strategy: the checkpoint names the module class and holds its constructor arguments.
     The backbone is built without pretrained weights (``weights=none``): the checkpoint holds them all,
     so predicting needs neither internet nor the original weight files.
     """
     checkpoint = read_checkpoint(path)
     module_path: str = checkpoint[CHECKPOINT_KEY]["module"]
-    module_name, _, class_name = module_path.rpartition(".")
-    # Only classes of this package may be built from a checkpoint's text.
-    if not module_name.startswith("transferlab.strategies."):
-        raise UserError(f"{path} names module class {module_path!r}, which is not a transferlab strategy.")
-    cls = getattr(importlib.import_module(module_name), class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, TransferModule)):
-        raise UserError(f"{path} names module class {module_path!r}, which does not exist in this version.")
-    hparams = dict(checkpoint.get("hyper_parameters", {}))
+    cls = _strategy_class(module_path)
+    if cls is None:
+        raise UserError(
+            f"{path} names module class {module_path!r}, which is neither a strategy of this version of "
+            "transferlab nor a TransferModule subclass of code imported before loading."
+        )
+    hparams = {RENAMED_HPARAMS.get(k, k): v for k, v in checkpoint.get("hyper_parameters", {}).items()}
     hparams["backbone"] = {**hparams["backbone"], "weights": "none"}
     module = cls(**hparams)
     module.load_state_dict(checkpoint["state_dict"])
     return module.eval()
+
+
+def _strategy_class(module_path: str) -> type[TransferModule] | None:
+    """The TransferModule subclass at ``module_path``, or None.
+
+    Only modules of ``transferlab.strategies`` are imported on the checkpoint's word; a strategy defined
+    elsewhere (a project's own package, a test) must already be imported, so loading never imports
+    arbitrary modules named in a file.
+    """
+    module_name = module_path.rpartition(".")[0]
+    if module_name.startswith("transferlab.strategies."):
+        try:
+            importlib.import_module(module_name)
+        except ModuleNotFoundError:
+            return None
+    pending = [TransferModule]
+    while pending:
+        cls = pending.pop()
+        if f"{cls.__module__}.{cls.__qualname__}" == module_path:
+            return cls
+        pending += cls.__subclasses__()
+    return None

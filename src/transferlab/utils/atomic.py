@@ -1,37 +1,58 @@
-"""Writing files so that a reader (or a crash) never sees half of one: temporary file, then rename."""
+"""The one way transferlab writes files: to a temporary file beside the target, then renamed onto it.
+
+A reader (or a crash, or a full disk) never sees half a file: the target holds either its old content or
+the new one, as the rename is atomic on POSIX file systems. Every writer of records, checkpoints, features
+and exported models goes through :func:`atomic_path`.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 
 
-def write_atomically(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write`` on a temporary file beside ``path``, then rename it onto ``path``.
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Give a temporary path beside ``path`` to write to; rename it onto ``path`` when the block succeeds.
 
-    The rename is atomic on POSIX file systems, so ``path`` holds either its old content or the new one.
-    Parent folders are created; the temporary file is removed if ``write`` fails.
+    For writers that take a file name (``torch.onnx.export``, Lightning's checkpoint IO). The temporary
+    file exists (empty) when the block starts; it is removed if the block raises, and ``path`` is then
+    untouched. Parent folders are created. The new file gets the usual permissions (``0o666`` less the
+    umask), like a file written in place.
+
+    Yields:
+        The temporary path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A unique name: several processes (DDP ranks, parallel jobs) may write the same file at once.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomically(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
+    """Call ``write`` on a binary file open on a temporary path beside ``path``, then rename it onto ``path``.
 
     Returns:
         The path written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name: several processes (DDP ranks) may write the same file at once.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    # The file is closed (inner context) before the rename (outer context).
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+        write(handle)
+    return Path(path)
 
 
 def write_json_atomically(document: Any, path: str | os.PathLike[str], indent: int = 2) -> Path:
@@ -43,3 +64,9 @@ def write_json_atomically(document: Any, path: str | os.PathLike[str], indent: i
 def torch_save_atomically(obj: Any, path: str | os.PathLike[str]) -> Path:
     """``torch.save`` ``obj`` to ``path``, atomically."""
     return write_atomically(path, lambda handle: torch.save(obj, handle))
+
+
+def copy_atomically(source: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+    """Copy the file ``source`` to ``path``, atomically (``path`` never holds part of the copy)."""
+    with Path(source).open("rb") as original:
+        return write_atomically(path, lambda handle: shutil.copyfileobj(original, handle))

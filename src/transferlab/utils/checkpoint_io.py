@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from transferlab.utils.atomic import atomic_path
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write each checkpoint to a temporary file in the same folder, then rename it into place.
+    """Lightning's checkpoint writer, writing through :func:`~transferlab.utils.atomic.atomic_path`.
 
     A crash or a full disk during ``save_checkpoint`` leaves the previous ``last.ckpt``/``best.ckpt``
-    intact: the rename is atomic on POSIX file systems.
+    intact. Local paths only (the temporary file is renamed in place).
     """
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
     ) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
+        with atomic_path(path) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from transferlab.errors import UserError
+from transferlab.utils.processes import restore_default_start_method
 
 EXIT_USER_ERROR = 2
 DEFAULT_ORDER = ("data", "backbone", "model", "callbacks", "logger", "trainer", "paths")
@@ -44,7 +45,12 @@ def find_user_error(err: BaseException) -> UserError | None:
 
 
 def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run ``task(cfg)``; a user error becomes one red line on stderr and exit status 2."""
+    """Run ``task(cfg)``; a user error becomes one red line on stderr and exit status 2.
+
+    The task's process first gets the platform's multiprocessing start method (a parallel launcher's worker
+    process may have another one, see :func:`~transferlab.utils.processes.restore_default_start_method`).
+    """
+    restore_default_start_method()
     try:
         return task(cfg)
     except Exception as err:
