@@ -19,8 +19,8 @@ from transferlab.optim.dann_schedule import (
 )
 from transferlab.strategies import DANNClassifier, SourceOnlyClassifier
 from transferlab.strategies.a_distance import proxy_a_distance
-from transferlab.strategies.base import plain
 from transferlab.strategies.gradient_reversal import GradientReversal, reverse_gradient
+from transferlab.utils.config import to_container as plain
 
 CLASSES = ["a", "b", "c"]
 

@@ -24,12 +24,11 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from transferlab.errors import UserError
-from transferlab.optim import build_param_groups, split_weight_decay
 from transferlab.optim.dann_schedule import reversal_coefficient, training_progress
 from transferlab.strategies.a_distance import proxy_a_distance
-from transferlab.strategies.base import plain
 from transferlab.strategies.classifier import ClassifierModule
 from transferlab.strategies.gradient_reversal import GradientReversal
+from transferlab.utils.config import require_plain
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +120,9 @@ class DANNClassifier(ClassifierModule):
         label_smoothing: label smoothing of the source cross-entropy.
         class_counts: source training images per class (given by the training entry point).
         class_weighted_loss: weight the source loss by inverse class frequency.
-        frozen_bn_eval: keep frozen backbone blocks in eval mode.
-        freeze_batchnorm: keep every backbone BatchNorm layer in eval mode.
+        frozen_blocks_eval: frozen blocks run in eval mode, so their BatchNorm statistics stay fixed.
+        freeze_bn_stats: every BatchNorm layer of the backbone keeps its running statistics, in trainable
+            blocks too (their scale and shift still train).
         oracle_selection: choose the best checkpoint on target validation accuracy (needs target labels;
             the result is an optimistic oracle, not a fair estimate).
         a_distance: measure the proxy A-distance at test time.
@@ -149,20 +149,19 @@ class DANNClassifier(ClassifierModule):
         label_smoothing: float = 0.0,
         class_counts: list[int] | None = None,
         class_weighted_loss: bool = False,
-        frozen_bn_eval: bool = True,
-        freeze_batchnorm: bool = False,
+        frozen_blocks_eval: bool = True,
+        freeze_bn_stats: bool = False,
         oracle_selection: bool = False,
         a_distance: bool = True,
     ) -> None:
-        backbone, class_names, class_counts = plain(backbone), plain(class_names), plain(class_counts)
-        optimizer, scheduler = plain(optimizer), plain(scheduler)
-        domain_hidden_dims = list(plain(domain_hidden_dims))
+        require_plain(domain_hidden_dims=domain_hidden_dims)
+        domain_hidden_dims = list(domain_hidden_dims)
         super().__init__(
-            backbone, class_names, optimizer, scheduler, lr=lr, backbone_lr_factor=backbone_lr_factor,
-            layer_decay=layer_decay, weight_decay=weight_decay, head_hidden_dim=None, head_dropout=0.0,
-            label_smoothing=label_smoothing, class_counts=class_counts,
-            class_weighted_loss=class_weighted_loss, frozen_bn_eval=frozen_bn_eval,
-            freeze_batchnorm=freeze_batchnorm,
+            backbone, optimizer, scheduler, class_names=class_names, lr=lr,
+            backbone_lr_factor=backbone_lr_factor, layer_decay=layer_decay, weight_decay=weight_decay,
+            head_hidden_dim=None, head_dropout=0.0, label_smoothing=label_smoothing,
+            class_counts=class_counts, class_weighted_loss=class_weighted_loss,
+            frozen_blocks_eval=frozen_blocks_eval, freeze_bn_stats=freeze_bn_stats,
         )  # fmt: skip
         self.save_hyperparameters()
         if domain_loss_weight < 0:
@@ -194,33 +193,19 @@ class DANNClassifier(ClassifierModule):
             self.train_domain_acc = MulticlassAccuracy(2, average="micro")
         self._test_features: dict[str, list[torch.Tensor]] = {domain: [] for domain in DOMAINS}
         self._total_steps: int | None = None
-        self.freeze_backbone(trainable_blocks)
+        self.set_trainable_blocks(trainable_blocks)
 
     # ----------------------------------------------------------------- network
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Bottleneck features of normalised images (what both classifiers see)."""
         return self.head.bottleneck(self.backbone(x))
 
-    def param_groups(self) -> list[dict]:
-        blocks = [
-            (g.name, g.modules)
-            for g in self.backbone.block_groups()
-            if any(p.requires_grad for p in g.parameters())
-        ]
-        groups = build_param_groups(
-            self.head.classifier,
-            blocks,
-            self.lr,
-            self.backbone_lr_factor,
-            self.layer_decay,
-            self.weight_decay,
-        )
-        parts = {"bottleneck": self.head.bottleneck}
+    def trainable_parts(self) -> dict[str, nn.Module]:
+        """Label classifier (``"head"``), ``"bottleneck"`` and, for DANN, ``"domain_classifier"``: all at ``lr``."""
+        parts = {**super().trainable_parts(), "head": self.head.classifier, "bottleneck": self.head.bottleneck}
         if self.adversarial:
             parts["domain_classifier"] = self.domain_classifier
-        for name, part in parts.items():
-            groups += split_weight_decay(part.named_parameters(), self.weight_decay, self.lr, name)
-        return groups
+        return parts
 
     def current_reversal_coefficient(self) -> float:
         """``lambda_p`` at the current optimizer step of the run."""
