@@ -22,7 +22,7 @@ from transferlab.data.dataset import ImageSampleDataset
 from transferlab.data.digits_shift import check_domain_demo, prepare_domain_demo
 from transferlab.data.imagefolder import ImageFolderDataModule
 from transferlab.data.images import DEFAULT_MAX_IMAGE_PIXELS
-from transferlab.data.sampling import epoch_seed
+from transferlab.data.sampling import SampleIndex, epoch_sample_seeds, epoch_seed
 from transferlab.data.target import TARGET_SPLIT_FILE, TargetSplits, find_target_splits
 from transferlab.data.transforms import build_eval_transform, build_train_transform, min_decode_size
 from transferlab.errors import UserError
@@ -62,7 +62,9 @@ class DomainPairSampler(Sampler[tuple[int, int]]):
     epoch needs more of its images than it has (the shorter domain is cycled). The pairs are the same on
     every process; under DDP Lightning's sampler wrapper gives each process its share. Like
     :class:`~transferlab.data.sampling.EpochSampler`, it reseeds Python, NumPy and torch when the epoch's
-    data starts, so a resumed run draws the same numbers as the run it continues.
+    data starts, and gives each image of a pair its own augmentation seed (a
+    :class:`~transferlab.data.sampling.SampleIndex`), so a resumed run draws the same numbers as the run
+    it continues, with or without loader workers.
 
     Args:
         num_source: source training images.
@@ -96,7 +98,14 @@ class DomainPairSampler(Sampler[tuple[int, int]]):
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         source = _cycled_order(self.num_source, self.num_pairs, generator)
         target = _cycled_order(self.num_target, self.num_pairs, generator)
-        yield from zip(source, target, strict=True)
+        # One augmentation seed per image of the epoch, carried to the datasets (see SampleIndex): the same
+        # numbers in any loader worker and in a resumed run.
+        seeds = epoch_sample_seeds(2 * self.num_pairs, self.seed, self.epoch).tolist()
+        for position, (source_index, target_index) in enumerate(zip(source, target, strict=True)):
+            yield (
+                SampleIndex(source_index, seeds[2 * position]),
+                SampleIndex(target_index, seeds[2 * position + 1]),
+            )
 
 
 def _cycled_order(size: int, length: int, generator: torch.Generator) -> list[int]:
@@ -230,18 +239,18 @@ class DomainAdaptationDataModule(ImageFolderDataModule):
             len(self.train_set), len(self.target_train_set), self._pairs_per_epoch(), seed=self.shuffle_seed
         )
         pairs = DomainPairDataset(self.train_set, self.target_train_set)
-        return self._loader(pairs, "train", shuffle=False, sampler=sampler)  # type: ignore[arg-type]
+        return self._loader(pairs, "train", sampler=sampler)  # type: ignore[arg-type]
 
     def val_dataloader(self) -> list[DataLoader]:
         """The source validation loader, then the target's when the target is labelled."""
         loaders = [super().val_dataloader()]
         if self.target_labelled:
-            loaders.append(self._loader(self.target_val_set, "target val", shuffle=False))
+            loaders.append(self._loader(self.target_val_set, "target val"))
         return loaders
 
     def test_dataloader(self) -> list[DataLoader]:
         """The source test loader, then the target's (label -1 for unlabelled images)."""
-        return [super().test_dataloader(), self._loader(self.target_test_set, "target test", shuffle=False)]
+        return [super().test_dataloader(), self._loader(self.target_test_set, "target test")]
 
     # ------------------------------------------------------------------ helpers
     def _target_splits(self) -> TargetSplits:
@@ -267,6 +276,12 @@ class DomainAdaptationDataModule(ImageFolderDataModule):
         if self.epoch_length == "longer":
             return max(sizes.values())
         return sizes[self.epoch_length]
+
+    def apply_transforms(self) -> None:
+        """Set the transforms of the source datasets (see the parent class) and of the target's."""
+        super().apply_transforms()
+        if self.target_train_set is not None:
+            self._apply_target_transforms()
 
     def _apply_target_transforms(self) -> None:
         assert self._preprocessing is not None and self.target_train_set is not None
