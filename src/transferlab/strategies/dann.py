@@ -201,8 +201,9 @@ class DANNClassifier(ClassifierModule):
         return self.head.bottleneck(self.backbone(x))
 
     def trainable_parts(self) -> dict[str, nn.Module]:
-        """Label classifier (``"head"``), ``"bottleneck"`` and, for DANN, ``"domain_classifier"``: all at ``lr``."""
-        parts = {**super().trainable_parts(), "head": self.head.classifier, "bottleneck": self.head.bottleneck}
+        """The label classifier (``"head"``), ``"bottleneck"`` and DANN's ``"domain_classifier"``."""
+        parts = super().trainable_parts()
+        parts.update(head=self.head.classifier, bottleneck=self.head.bottleneck)
         if self.adversarial:
             parts["domain_classifier"] = self.domain_classifier
         return parts
