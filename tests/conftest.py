@@ -10,13 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
 import transferlab
+from transferlab.utils.compose import compose_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = str(ROOT / "conf")
@@ -78,15 +76,9 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def compose_config(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
     """Compose a real config of conf/ as the entry point would, with its output dir at ``output_dir``."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    cfg = compose_run_config(config_name, overrides, output_dir)
     with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.paths.output_dir = str(output_dir)
         cfg.paths.root_dir = str(output_dir)
-    HydraConfig().set_config(cfg)
-    output_dir.mkdir(parents=True, exist_ok=True)
     return cfg
 
 

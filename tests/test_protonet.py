@@ -147,7 +147,7 @@ def test_protonet_trains_and_reports_accuracy_with_ci_and_the_baseline(
     names = [name for part in split["classes"].values() for name in part]
     assert len(names) == len(set(names)) == 14
     # episodes ran on cached features: one file per split
-    assert len(list((run_dir.parent / ".cache" / "features").glob("*.pt"))) == 3
+    assert len(list((run_dir.parent / ".cache" / "features").glob("*.npy"))) == 3
     module = load_module_from_checkpoint(run_dir / "checkpoints" / "best.ckpt")
     assert isinstance(module, ProtoNetModule) and module.class_names is None
 
@@ -187,11 +187,17 @@ def test_fewshot_cli_classifies_with_a_trained_protonet(
 
 def test_a_protonet_checkpoint_fits_few_shot_data_only(fewshot_run: tuple[Path, Path, str]) -> None:
     from transferlab.errors import UserError
+    from transferlab.strategies import FineTuneClassifier
     from transferlab.strategies.loading import read_checkpoint
     from transferlab.utils.checkpoint_match import check_checkpoint_matches
 
     path = fewshot_run[0] / "checkpoints" / "last.ckpt"
     checkpoint, module = read_checkpoint(path), load_module_from_checkpoint(path)
     check_checkpoint_matches(checkpoint, module, None, path, purpose="resumed")  # few-shot data: no classes
-    with pytest.raises(UserError, match=r"trained on the classes None, the data has \['a', 'b'\]"):
-        check_checkpoint_matches(checkpoint, module, ["a", "b"], path, purpose="resumed")
+    classifier = FineTuneClassifier(
+        {"name": "small_cnn", "weights": "none"},
+        ["a", "b"],
+        {"_target_": "torch.optim.AdamW", "_partial_": True},
+    )
+    with pytest.raises(UserError, match=r"holds a transferlab.strategies.protonet.ProtoNetModule"):
+        check_checkpoint_matches(checkpoint, classifier, ["a", "b"], path, purpose="resumed")

@@ -108,5 +108,5 @@ def test_protonet_trains_under_ddp_with_different_episodes_on_each_rank(
         }
         assert changed and all(k.startswith("backbone.body.block3.") for k in changed), changed
     else:
-        assert len(list((work / ".cache" / "features").glob("*.pt"))) == 3
+        assert len(list((work / ".cache" / "features").glob("*.npy"))) == 3
         assert not any(k.startswith("baseline_") for k in state)

@@ -114,7 +114,9 @@ class ValidationImageLogger(L.Callback):
     The grid shows a fixed sample of ``num_images`` validation images spread over the classes
     (:func:`stratified_sample`, chosen once with ``seed``), each with its predicted and true class, so
     epochs compare on the same images. It reads the images from the data module's ``val_set.samples``
-    (paths), so it also works when training runs on cached features. The confusion matrix is a matplotlib
+    (paths), so it also works when training runs on cached features; a module with a
+    ``sample_logits(samples)`` method that returns logits (feature extraction on cached features does)
+    predicts them without running the backbone on the images. The confusion matrix is a matplotlib
     figure (:func:`confusion_matrix_figure`).
 
     Args:

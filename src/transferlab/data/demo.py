@@ -114,7 +114,7 @@ def write_animal_mnist(
     root = Path(root).expanduser().absolute()
     counts = _per_class(per_class)
     parameters = {"dataset": "animal_mnist", "format": _FORMAT, "per_class": counts, "seed": int(seed)}
-    if _matches(root, parameters):
+    if matches_demo_parameters(root, parameters):
         return root
     if folder_has_data(root):
         raise UserError(
@@ -132,7 +132,9 @@ def write_animal_mnist(
         try:
             os.replace(tmp, root)  # atomic; replaces root only if it is an empty folder
         except OSError as err:
-            if not _matches(root, parameters):  # else another process finished the same tree first
+            if not matches_demo_parameters(
+                root, parameters
+            ):  # else another process finished the same tree first
                 raise UserError(
                     f"Cannot move the demo data into {root}: {err}. Delete {root} (it holds only hidden "
                     "files) or pick another data.root."
@@ -200,7 +202,12 @@ def _per_class(per_class: Mapping[str, int] | None) -> dict[str, int]:
     return counts
 
 
-def _matches(root: Path, parameters: dict[str, Any]) -> bool:
+def matches_demo_parameters(root: Path, parameters: dict[str, Any]) -> bool:
+    """True if ``root`` holds a complete demo tree written with ``parameters``; False if it holds none.
+
+    Raises:
+        UserError: ``root`` holds a demo tree written with other parameters.
+    """
     marker = root / PARAMETER_FILE
     if not marker.is_file():
         return False

@@ -25,12 +25,11 @@ import string
 import unicodedata
 import uuid
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from transferlab.data.demo import PARAMETER_FILE, folder_has_data
+from transferlab.data.demo import PARAMETER_FILE, folder_has_data, matches_demo_parameters
 from transferlab.errors import UserError
 
 GLYPHS_DEMO = "glyphs"
@@ -184,7 +183,7 @@ def write_glyphs(
         "dataset": GLYPHS_DEMO, "format": _FORMAT, "image_size": image_size,
         "min_drawings": int(min_drawings), "seed": int(seed),
     }  # fmt: skip
-    if _matches(root, parameters):
+    if matches_demo_parameters(root, parameters):
         return root
     if folder_has_data(root):
         raise UserError(
@@ -207,7 +206,9 @@ def write_glyphs(
         try:
             os.replace(tmp, root)  # atomic; replaces root only if it is an empty folder
         except OSError as err:
-            if not _matches(root, parameters):  # else another process finished the same tree first
+            if not matches_demo_parameters(
+                root, parameters
+            ):  # else another process finished the same tree first
                 raise UserError(f"Cannot move the glyphs into {root}: {err}. Delete {root}.") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -225,19 +226,3 @@ def prepare_glyphs(root: str | os.PathLike[str]) -> bool:
         return False
     write_glyphs(root)
     return True
-
-
-def _matches(root: Path, parameters: dict[str, Any]) -> bool:
-    marker = root / PARAMETER_FILE
-    if not marker.is_file():
-        return False
-    try:
-        found = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        found = None
-    if found == parameters:
-        return True
-    raise UserError(
-        f"{root} holds a demo dataset written with other parameters ({marker}: {found}; wanted "
-        f"{parameters}). Delete {root} to rewrite it, or pick another data.root."
-    )
