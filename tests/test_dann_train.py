@@ -13,6 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 import transferlab.train
 from tests.conftest import FAST_OVERRIDES, compose_config, make_imagefolder, run_cli
+from tests.helpers.sampling import make_tests_importable, read_recorded
 from tests.test_domain_data import make_target, shuffle_class_folders
 from tests.test_scale import UPSTREAM_EXIT_CRASH
 from transferlab.optim.dann_schedule import reversal_coefficient
@@ -196,17 +197,14 @@ def test_multirun_compares_source_only_and_dann(domains, tmp_path: Path) -> None
     assert summary["metrics"]["test/target_acc"]["n"] == 2
 
 
-def _ddp_sim(domains: dict[str, Path], tmp_path: Path, model: str) -> Path:
-    # No loader workers here (as in tests/test_scale.py): under the spawn start method each DDP process
-    # would start its own workers for five loaders, re-importing torch in each; the paired loading itself
-    # runs with workers in the other tests of this file.
+def _ddp_sim(domains: dict[str, Path], tmp_path: Path, model: str, *extra: str) -> Path:
     overrides = [
-        *DOMAIN_OVERRIDES,
-        "data.num_workers=0",
+        *DOMAIN_OVERRIDES,  # loader workers on, as shipped
         f"data.source_root={domains['source']}",
         f"data.target_root={domains['target']}",
         f"model={model}",
         "trainer=ddp_sim",
+        *extra,
     ]
     for attempt in range(2):  # see tests/test_scale.py: one retry of gloo's rare crash at exit
         work = tmp_path / f"ddp{attempt}"
@@ -221,11 +219,28 @@ def _ddp_sim(domains: dict[str, Path], tmp_path: Path, model: str) -> Path:
     return runs[0]
 
 
-def test_dann_trains_under_ddp_sim(domains, tmp_path: Path) -> None:
-    run = _ddp_sim(domains, tmp_path, "dann")
+def test_dann_trains_under_ddp_sim_and_ranks_share_each_source_epoch(
+    domains, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_tests_importable(monkeypatch)
+    seen = tmp_path / "seen"
+    recorder = "+callbacks.index_recorder"
+    run = _ddp_sim(
+        domains,
+        tmp_path,
+        "dann",
+        "trainer.max_epochs=2",
+        f"{recorder}._target_=tests.helpers.sampling.IndexRecorder",
+        f"{recorder}.folder={seen}",
+    )
     metrics = json.loads((run / "metrics.json").read_text())
     assert set(metrics) >= TWO_DOMAIN_METRICS | DANN_METRICS
     assert (run / "checkpoints" / "best.ckpt").is_file()
+    source_train = 3 * 8  # make_imagefolder: 8 training images in each of 3 classes
+    for epoch in (0, 1):  # what each rank was actually fed: together, every source image once
+        ranks = [read_recorded(seen, rank, epoch) for rank in (0, 1)]
+        assert sorted(ranks[0] + ranks[1]) == list(range(source_train)), f"epoch {epoch}: {ranks}"
+        assert len(ranks[0]) == len(ranks[1]) == source_train // 2
 
 
 @pytest.mark.slow

@@ -10,10 +10,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from transferlab.backbones.weights import WeightsChoice
+from transferlab.data.base import split_record_from_checkpoint
 from transferlab.data.imagefolder import ImageFolderDataModule
 from transferlab.errors import UserError
 from transferlab.strategies.base import CHECKPOINT_KEY, TransferModule
-from transferlab.strategies.loading import load_module_from_checkpoint
+from transferlab.strategies.loading import load_module_from_checkpoint, read_checkpoint
 from transferlab.utils.safe_load import safe_torch_load
 
 log = logging.getLogger(__name__)
@@ -25,15 +26,16 @@ class SourceForgetting(L.Callback):
     Active when ``checkpoint`` (the run's ``backbone.weights``) is a transferlab checkpoint of a source
     task and ``source_root`` is its data. Before fitting, the checkpoint as it is (backbone and head) is
     tested on the source test split; at test time the same head is tested on top of the transferred
-    backbone (the weights being tested). Logged: ``test/source_acc_before``, ``test/source_acc_after`` and
-    ``test/forgetting`` (before minus after). Two-domain runs (DANN) measure forgetting themselves, so the
-    callback stays out of them.
+    backbone (the weights being tested). The source test split is the one the checkpoint recorded
+    (as ``transferlab-eval`` does), so the check never scores the source model on its training images;
+    the fractions and seed given here serve only checkpoints without a record. Logged:
+    ``test/source_acc_before``, ``test/source_acc_after`` and ``test/forgetting`` (before minus after).
+    Two-domain runs (DANN) measure forgetting themselves, so the callback stays out of them.
 
     Args:
-        source_root: the source task's image folder (split as the source run split it: same fractions
-            and seed), or None (inactive).
+        source_root: the source task's image folder, or None (inactive).
         checkpoint: the run's initial weights; only a transferlab checkpoint makes the callback active.
-        val_fraction: the source run's ``data.val_fraction``.
+        val_fraction: the source run's ``data.val_fraction`` (used only without a split record).
         test_fraction: the source run's ``data.test_fraction``.
         split_seed: the source run's ``data.split_seed``.
         batch_size: images per evaluation batch.
@@ -79,6 +81,16 @@ class SourceForgetting(L.Callback):
         data = ImageFolderDataModule(
             self.source_root, batch_size=self.batch_size, augmentation="none", **self.split
         )
+        record = split_record_from_checkpoint(read_checkpoint(self.checkpoint))
+        if record is not None:
+            data.restore_split(record)
+        else:
+            log.warning(
+                "%s holds no record of its data split: the forgetting check splits %s with "
+                "val_fraction=%s, test_fraction=%s, split_seed=%s; if the source run used others, its test "
+                "images may include training images.",
+                self.checkpoint, self.source_root, *self.split.values(),
+            )  # fmt: skip
         data.set_preprocessing(self.source_model.preprocessing)
         if list(data.class_names) != list(self.source_model.class_names):
             raise UserError(

@@ -10,8 +10,7 @@ reduced the same way. Both domains therefore have the same pixel format and the 
 is what the digits look like: typefaces against handwriting by 43 people. A model trained on the printed
 digits sees the handwritten ones only as unlabelled target images.
 
-Both are written as ``<root>/<digit>/<index>.png`` class-folder trees (8 x 8 grayscale PNGs), each into a
-temporary folder renamed into place, with a marker file recording how it was made.
+Both are written as ``<root>/<digit>/<index>.png`` class-folder trees (8 x 8 grayscale PNGs).
 """
 
 from __future__ import annotations
@@ -19,22 +18,14 @@ from __future__ import annotations
 import csv
 import gzip
 import importlib.util
-import json
 import os
-import shutil
-import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from transferlab.data.demo import PARAMETER_FILE, folder_has_data
+from transferlab.data.domain_demos import write_class_tree
 from transferlab.errors import UserError
-
-DOMAIN_DEMOS: tuple[str, ...] = ("digits_shift",)
-"""Names accepted by ``data.demo`` of the domain-adaptation data module."""
 
 DIGIT_CLASSES: tuple[str, ...] = tuple(str(d) for d in range(10))
 
@@ -151,97 +142,32 @@ def _reduce(bitmap: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- writing
-def write_digits(
-    root: str | os.PathLike[str],
-    domain: str,
-    load: Callable[[], tuple[np.ndarray, np.ndarray]],
-    parameters: dict[str, Any],
-) -> Path:
-    """Write one domain as ``root/<digit>/<index>.png`` (8 x 8 grayscale, ink 0-16 scaled to 0-255).
-
-    Does nothing if ``root`` already holds this domain written with the same parameters.
-
-    Raises:
-        UserError: ``root`` holds other files, or the same domain written with other parameters.
-    """
-    root = Path(root).expanduser().absolute()
-    parameters = {"dataset": f"digits_shift/{domain}", "format": _FORMAT, **parameters}
-    marker = root / PARAMETER_FILE
-    if marker.is_file():
-        found = _read_json(marker)
-        if found == parameters:
-            return root
-        raise UserError(
-            f"{root} holds digits written with other parameters ({found}; wanted {parameters}). Delete "
-            f"{root} to rewrite it, or pick another folder."
-        )
-    if folder_has_data(root):
-        raise UserError(
-            f"{root} already has files but no {PARAMETER_FILE}, so it is not a transferlab demo folder; not "
-            "writing the digits demo into it. Delete the folder or pick other data.source_root/target_root."
-        )
-    images, labels = load()
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        for digit in DIGIT_CLASSES:
-            (tmp / digit).mkdir(parents=True)
-        for index, (image, label) in enumerate(zip(images, labels, strict=True)):
-            pixels = (image.astype(np.uint16) * 255 // 16).astype(np.uint8)
-            Image.fromarray(pixels).save(tmp / DIGIT_CLASSES[label] / f"{index:05d}.png")
-        (tmp / PARAMETER_FILE).write_text(json.dumps(parameters, indent=1) + "\n", encoding="utf-8")
-        try:
-            os.replace(tmp, root)
-        except OSError as err:
-            if not (marker.is_file() and _read_json(marker) == parameters):  # else another process won
-                raise UserError(f"Cannot move the digits into {root}: {err}. Delete {root}.") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
-
-
 def write_digits_shift(
     source_root: str | os.PathLike[str], target_root: str | os.PathLike[str], seed: int = 0
 ) -> tuple[Path, Path]:
     """Write printed digits to ``source_root`` and the handwritten ones to ``target_root``.
 
+    Both as ``<root>/<digit>/<index>.png``: 8 x 8 grayscale, ink 0-16 scaled to 0-255.
+
     Returns:
         Both roots, absolute.
     """
-    source = write_digits(
+    source = write_class_tree(
         source_root,
-        "printed",
-        lambda: render_printed_digits(PRINTED_PER_FONT, seed),
-        {"fonts": list(FONT_FILES), "per_font": PRINTED_PER_FONT, "seed": seed},
+        DIGIT_CLASSES,
+        lambda: _as_pixels(render_printed_digits(PRINTED_PER_FONT, seed)),
+        {"dataset": "digits_shift/printed", "format": _FORMAT, "fonts": list(FONT_FILES),
+         "per_font": PRINTED_PER_FONT, "seed": seed},
+    )  # fmt: skip
+    target = write_class_tree(
+        target_root,
+        DIGIT_CLASSES,
+        lambda: _as_pixels(load_handwritten_digits()),
+        {"dataset": "digits_shift/handwritten", "format": _FORMAT, "source": "sklearn digits"},
     )
-    target = write_digits(target_root, "handwritten", load_handwritten_digits, {"source": "sklearn digits"})
     return source, target
 
 
-def check_domain_demo(name: str | None) -> str | None:
-    """Return ``name`` if it is None or a known two-domain demo.
-
-    Raises:
-        UserError: it is not; the message lists the demos.
-    """
-    if name is not None and name not in DOMAIN_DEMOS:
-        raise UserError(
-            f"Unknown domain-adaptation demo {name!r}; set data.demo to one of: {', '.join(DOMAIN_DEMOS)} "
-            "(or null)."
-        )
-    return name
-
-
-def prepare_domain_demo(
-    name: str, source_root: str | os.PathLike[str], target_root: str | os.PathLike[str]
-) -> None:
-    """Write demo ``name`` into the two roots (no-op when already written)."""
-    check_domain_demo(name)
-    write_digits_shift(source_root, target_root)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+def _as_pixels(ink_and_labels: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    ink, labels = ink_and_labels
+    return (ink.astype(np.uint16) * 255 // 16).astype(np.uint8), labels

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from transferlab.data.dataset import ImageSampleDataset
-from transferlab.data.digits_shift import check_domain_demo, prepare_domain_demo
+from transferlab.data.domain_demos import check_domain_demo, prepare_domain_demo
 from transferlab.data.imagefolder import ImageFolderDataModule
 from transferlab.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from transferlab.data.sampling import SampleIndex, epoch_sample_seeds, epoch_seed
@@ -142,7 +142,8 @@ class DomainAdaptationDataModule(ImageFolderDataModule):
         test_fraction: share held out for test.
         split_seed: seed of both splits.
         split_dir: folder for ``split.json`` (source) and ``target_split.json``, or None.
-        demo: ``"digits_shift"`` to write that demo pair into the two roots on first use, or None.
+        demo: a name from :data:`~transferlab.data.domain_demos.DOMAIN_DEMOS` to write that demo pair into
+            the two roots on first use, or None.
         strict: make unreadable image files an error instead of skipping them.
         max_image_pixels: largest accepted ``width * height`` of an image (None: no limit).
         shuffle_seed: seed of the training order (each epoch's pairs depend on it and the epoch only).

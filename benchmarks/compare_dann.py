@@ -1,11 +1,12 @@
-"""Source-only against DANN on the printed -> handwritten digits shift, over several seeds.
+"""Source-only against DANN on a two-domain experiment, over several seeds.
 
-Runs ``transferlab-train -m experiment=digits_shift model=source_only,dann seed=...`` (or reads the
+Runs ``transferlab-train -m experiment=EXPERIMENT model=source_only,dann seed=...`` (or reads the
 ``summary.json`` of such a sweep with ``--summary``) and prints mean +- std over the seeds of each model's
 target and source test accuracy and proxy A-distance, as markdown rows for benchmarks/RESULTS.md.
 
-    python benchmarks/compare_dann_digits_shift.py        # 6 runs, minutes on a quiet 2-core CPU
-    python benchmarks/compare_dann_digits_shift.py --summary logs/train/multiruns/DATE/summary.json
+    python benchmarks/compare_dann.py                                  # animal_mnist_m, seeds 1,2,3
+    python benchmarks/compare_dann.py --experiment digits_shift
+    python benchmarks/compare_dann.py --summary logs/compare_dann/DATE/summary.json
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ METRICS = ("test/target_acc", "test/source_acc", "test/a_distance", "val/target_
 MODELS = ("source_only", "dann")
 
 
-def run_sweep(seeds: str, sweep_dir: Path, extra: list[str]) -> Path:
+def run_sweep(experiment: str, seeds: str, sweep_dir: Path, extra: list[str]) -> Path:
     """Run the multirun and return its summary.json."""
     command = [
-        sys.executable, "-m", "transferlab.train", "-m", "experiment=digits_shift",
+        sys.executable, "-m", "transferlab.train", "-m", f"experiment={experiment}",
         f"model={','.join(MODELS)}", f"seed={seeds}", f"hydra.sweep.dir={sweep_dir}",
         "callbacks.rich_progress_bar=null", "+trainer.enable_progress_bar=false", *extra,
     ]  # fmt: skip
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--experiment", default="animal_mnist_m")
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument(
         "--sweep-dir", type=Path, default=Path(f"logs/compare_dann/{time.strftime('%Y%m%d-%H%M%S')}")
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--summary", type=Path, help="summarize this finished sweep instead of running one")
     parser.add_argument("overrides", nargs="*", help="extra config overrides for every run")
     args = parser.parse_args(argv)
-    path = args.summary or run_sweep(args.seeds, args.sweep_dir, args.overrides)
+    path = args.summary or run_sweep(args.experiment, args.seeds, args.sweep_dir, args.overrides)
     values = per_model(json.loads(path.read_text()))
     print(f"\nFrom {path} (accuracies in %, A-distance x100; mean +- std over seeds):")
     print("| model | seeds | test/target_acc | test/source_acc | test/a_distance | val/target_acc |")
