@@ -150,7 +150,14 @@ class _RunsCode:
         return (Path.touch, (self.marker,))
 
 
-@pytest.mark.parametrize("entry", ["transferlab.predict", "transferlab.eval", "transferlab.train"])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "transferlab.train",
+        pytest.param("transferlab.eval", marks=pytest.mark.slow),  # the same loader as train and predict
+        pytest.param("transferlab.predict", marks=pytest.mark.slow),
+    ],
+)
 def test_checkpoint_with_malicious_pickle_is_refused(entry: str, tiny_data: Path, tmp_path: Path) -> None:
     marker = tmp_path / "code_ran"
     bad = tmp_path / "bad.ckpt"

@@ -102,7 +102,9 @@ def test_fold_out_of_range(monkeypatch, capsys, tmp_path: Path) -> None:
     assert "data.fold=3 is out of range for data.num_folds=3: use 0 to 2" in stderr
 
 
-@pytest.mark.parametrize("case", ["class_without_usable_images", "decompression_bomb"])
+@pytest.mark.parametrize(
+    "case", ["class_without_usable_images", pytest.param("decompression_bomb", marks=pytest.mark.slow)]
+)
 def test_cli_exits_with_one_line(tmp_path: Path, case: str) -> None:
     root = _class_folders(tmp_path / "d", {"a": 5, "b": 5})
     if case == "class_without_usable_images":

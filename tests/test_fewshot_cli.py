@@ -55,7 +55,14 @@ def test_fewshot_cli_writes_one_row_per_readable_query_image(images: Path, tmp_p
         assert 1 / 3 < float(row["probability"]) <= 1.0
 
 
-@pytest.mark.parametrize("problem", ["support class without images", "empty query folder", "one class"])
+@pytest.mark.parametrize(
+    "problem",
+    [
+        "support class without images",
+        pytest.param("empty query folder", marks=pytest.mark.slow),
+        pytest.param("one class", marks=pytest.mark.slow),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_status_2(problem: str, images: Path, tmp_path: Path) -> None:
     support, query = tmp_path / "support", tmp_path / "query"
     for name in ("circle", "cross"):

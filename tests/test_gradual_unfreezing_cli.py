@@ -115,6 +115,7 @@ def _group_weights(state: dict, group: str) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state["state_dict"].items() if k.startswith(f"backbone.body.{group}.")}
 
 
+@pytest.mark.slow
 def test_run_killed_after_an_unfreeze_resumes_into_a_new_folder_like_an_unbroken_run(
     tiny_data: Path, tmp_path: Path, importable_tests: None
 ) -> None:

@@ -71,6 +71,7 @@ def test_quickstart_runs_end_to_end(tmp_path: Path) -> None:
     assert (runs / "export" / "model.onnx").is_file()
 
 
+@pytest.mark.slow
 def test_a_failing_cell_fails_with_its_error(tmp_path: Path) -> None:
     parameters = {"MAX_EPOCHS": 1, "WORKDIR": str(tmp_path / "work"), "NUM_WORKERS": -1}
     with pytest.raises(CellExecutionError, match=r"data\.num_workers must be 0 or more"):

@@ -28,8 +28,13 @@ def test_ddp_ranks_together_see_each_training_image_once_per_epoch(
         "+callbacks.index_recorder._target_=tests.helpers.sampling.IndexRecorder",
         f"+callbacks.index_recorder.folder={seen}",
     ]
-    _, result = _run_ddp_sim(overrides, tmp_path)
+    work, result = _run_ddp_sim(overrides, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "Starting with 2 processes" in result.stderr + result.stdout
+    runs = list((work / "logs" / "train" / "runs").iterdir())
+    assert len(runs) == 1, runs  # rank 0 only: one run folder, nothing else written
+    assert {p.name for p in work.iterdir()} <= {"logs", ".cache"}
+    assert (runs[0] / "checkpoints" / "best.ckpt").is_file()
     orders = []
     for epoch in (0, 1):
         ranks = [read_recorded(seen, rank, epoch) for rank in (0, 1)]

@@ -29,7 +29,6 @@ from transferlab.utils import distributed
 OTHER_DATA_MODELS = {"dann", "source_only", "protonet"}
 MODELS = sorted(p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml") if p.stem not in OTHER_DATA_MODELS)
 # fine-tuning runs in the fast suite; the other strategies cost the same again each
-FAST_MODELS = {"finetune"}
 
 
 def _fake_cuda(monkeypatch: pytest.MonkeyPatch, bf16: bool) -> None:
@@ -166,9 +165,9 @@ def _run_ddp_sim(overrides: list[str], tmp_path: Path) -> tuple[Path, subprocess
     return work, result
 
 
-@pytest.mark.parametrize(
-    "model", [m if m in FAST_MODELS else pytest.param(m, marks=pytest.mark.slow) for m in MODELS]
-)
+# slow: the fast suite runs fine-tuning under ddp_sim in test_sampling_ddp.py, with the same folder checks
+@pytest.mark.slow
+@pytest.mark.parametrize("model", MODELS)
 def test_ddp_sim_run_matches_a_single_process_run(
     model: str, train_config, tiny_data: Path, tmp_path: Path
 ) -> None:
@@ -227,6 +226,7 @@ def _bench(script: str, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_help_and_clear_exit_without_cuda() -> None:
     assert _bench("bench_gpu_amp.py", "--help").returncode == 0
     if torch.cuda.is_available():

@@ -37,6 +37,7 @@ from transferlab.data.transforms import (
 )
 from transferlab.errors import UserError
 from transferlab.preprocessing import Preprocessing, as_preprocessing
+from transferlab.utils.processes import loader_worker_context
 
 log = logging.getLogger(__name__)
 
@@ -355,6 +356,7 @@ class BaseDataModule(L.LightningDataModule, ABC):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
+            multiprocessing_context=loader_worker_context() if self.num_workers > 0 else None,
             **batching,
             **kwargs,
         )

@@ -40,6 +40,7 @@ from transferlab.data.transforms import (
 )
 from transferlab.errors import UserError
 from transferlab.preprocessing import Preprocessing, as_preprocessing
+from transferlab.utils.processes import loader_worker_context
 
 log = logging.getLogger(__name__)
 
@@ -682,6 +683,7 @@ class EpisodicDataModule(L.LightningDataModule):
             num_workers=workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and workers > 0,
+            multiprocessing_context=loader_worker_context() if workers > 0 else None,
         )
 
     def _is_global_zero(self) -> bool:

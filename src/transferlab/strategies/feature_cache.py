@@ -27,6 +27,7 @@ from transferlab.data.dataset import ImageSampleDataset
 from transferlab.data.transforms import build_eval_transform, min_decode_size
 from transferlab.preprocessing import Preprocessing
 from transferlab.utils.atomic import write_atomically
+from transferlab.utils.processes import loader_worker_context
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +311,10 @@ def compute_features(
     original_device = next(backbone.parameters()).device
     backbone.eval()
     backbone.to(device)
-    loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    context = loader_worker_context() if num_workers > 0 else None
+    loader = DataLoader(
+        images, batch_size=batch_size, shuffle=False, num_workers=num_workers, multiprocessing_context=context
+    )
     try:
         with Progress(transient=True) as progress:
             task = progress.add_task(f"Computing features ({label})", total=len(images))

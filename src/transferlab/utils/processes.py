@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+from multiprocessing.context import BaseContext
 
 log = logging.getLogger(__name__)
 
@@ -26,3 +27,25 @@ def restore_default_start_method() -> None:
     if method in LOKY_START_METHODS:
         multiprocessing.set_start_method(None, force=True)  # None: back to the platform's default
         log.debug("Start method %r replaced by %r", method, multiprocessing.get_start_method())
+
+
+def platform_start_method() -> str:
+    """The platform's default start method (``fork`` on Linux before Python 3.14, ``spawn`` on macOS)."""
+    return multiprocessing.get_all_start_methods()[0]
+
+
+def loader_worker_context() -> BaseContext | None:
+    """The context data loader workers of this process start with; None keeps PyTorch's default.
+
+    A DDP rank started with the ``spawn`` method (``trainer=ddp_sim``, ``trainer=ddp`` inside a
+    multirun) inherits ``spawn`` as its default, so every loader worker would start a fresh
+    interpreter and import PyTorch again (seconds per worker, per loader). Workers of such a rank start
+    the platform's way instead, as they do under a rank started with ``popen`` or by a cluster. The
+    same holds inside a loky worker (see :func:`restore_default_start_method`). A start method chosen in
+    the main process is left alone.
+    """
+    method = multiprocessing.get_start_method(allow_none=True)
+    inherited_spawn = method == "spawn" and multiprocessing.parent_process() is not None
+    if method in LOKY_START_METHODS or (inherited_spawn and platform_start_method() != "spawn"):
+        return multiprocessing.get_context(platform_start_method())
+    return None
