@@ -28,7 +28,6 @@ from transferlab.utils import distributed
 # tests/test_protonet_ddp.py.
 OTHER_DATA_MODELS = {"dann", "source_only", "protonet"}
 MODELS = sorted(p.stem for p in (Path(CONF_DIR) / "model").glob("*.yaml") if p.stem not in OTHER_DATA_MODELS)
-# fine-tuning runs in the fast suite; the other strategies cost the same again each
 
 
 def _fake_cuda(monkeypatch: pytest.MonkeyPatch, bf16: bool) -> None:
