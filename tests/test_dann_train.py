@@ -167,6 +167,7 @@ def test_bad_target_input_is_one_line_and_exit_status_2(domains, monkeypatch, ca
     assert "data.target_root is not set" in stderr
 
 
+@pytest.mark.slow  # the same check runs in-process in tests/test_domain_data.py
 def test_class_mismatch_through_the_command_line(domains, tmp_path: Path) -> None:
     mismatched = make_target(tmp_path / "mismatched", per_class=2)
     (mismatched / "cross").rename(mismatched / "plus")
