@@ -34,10 +34,15 @@ def test_backbone_configs_build(name: str, tmp_path: Path) -> None:
     assert backbone.feature_dim > 0
 
 
+# Data configs whose roots are not data.root.
+DATA_ROOTS = {"domain_adaptation": ("data.source_root", "data.target_root")}
+
+
 @pytest.mark.parametrize("group", ["callbacks", "logger", "trainer", "data", "model"])
 def test_group_configs_instantiate(group: str, tiny_data: Path, tmp_path: Path) -> None:
     for option in _options(group):
-        overrides = [f"{group}={option}", f"data.root={tiny_data}", "backbone=small_cnn"]
+        roots = DATA_ROOTS.get(option, ("data.root",)) if group == "data" else ("data.root",)
+        overrides = [f"{group}={option}", *(f"{key}={tiny_data}" for key in roots), "backbone=small_cnn"]
         cfg = compose_config("train", overrides, tmp_path / option)
         if group == "callbacks":
             assert all(c is not None for c in instantiate_callbacks(cfg.callbacks))
