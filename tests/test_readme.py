@@ -3,7 +3,7 @@
 The convention README.md follows, so that this test finds its commands:
 
 * A command is a line of a fenced ```bash block, or an inline code span in a markdown table row, that
-  starts with ``transferlab-``, ``make ``, ``python `` or ``tensorboard `` (after optional ``NAME=value``
+  starts with ``transferlab-``, ``make ``, ``python `` or ``tensorboard --`` (after optional ``NAME=value``
   environment assignments). A trailing ``\\`` continues it on the next line; ``# ...`` is a comment.
 * A command that needs something this machine lacks ends with one of these comments (after any other):
   ``# needs a GPU``, ``# needs a SLURM cluster``, ``# needs internet`` (pretrained weights that are not in
@@ -304,16 +304,16 @@ def workplace(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 
 def _runnable() -> list[tuple[ReadmeCommand, list[str]]]:
-    out = []
+    """Unmarked commands this test runs (entry points and tensorboard), each distinct argv once."""
+    out, seen = [], set()
     for command in COMMANDS:
         if command.needs or command.program == "python":
             continue
-        argv = (
-            _resolve(command)
-            if not (command.program == "make" and _target_of(command) not in _targets())
-            else []
-        )
-        if argv and (argv[0] in ENTRY_POINTS or argv[0] == "tensorboard"):
+        if command.program == "make" and _target_of(command) not in _targets():
+            continue  # reported by test_make_targets_exist
+        argv = _resolve(command)
+        if argv and (argv[0] in ENTRY_POINTS or argv[0] == "tensorboard") and tuple(argv) not in seen:
+            seen.add(tuple(argv))
             out.append((command, argv))
     return out
 

@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-COMMAND_PREFIXES = ("transferlab-", "make ", "python ", "tensorboard ")
+COMMAND_PREFIXES = ("transferlab-", "make ", "python ", "tensorboard --")
 # trailing comment -> what the command needs that this machine lacks
 MARKERS = {
     "# needs a GPU": "a GPU",
