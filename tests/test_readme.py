@@ -329,6 +329,7 @@ def test_command_runs(command: ReadmeCommand, argv: list[str], workplace: dict, 
     module, config_name = ENTRY_POINTS[argv[0]]
     multirun, overrides = _split_multirun(args)
     cfg = _compose(config_name, sweep_combinations(overrides)[0], tmp_path / "compose")
+    multirun = multirun or "MULTIRUN" in str(cfg.hydra.get("mode"))  # an Optuna search needs no -m
     resumes = bool(cfg.get("ckpt_path")) and cfg.get("train", False) and config_name == "train"
     out = tmp_path / "out"
     where = f"hydra.sweep.dir={out}" if multirun else f"hydra.run.dir={out}"
