@@ -24,10 +24,8 @@ demo, few episodes), and checks the exit status and the file or line the command
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import runpy
 import shlex
 import subprocess
 import sys
@@ -202,31 +200,46 @@ def test_entry_point_command_composes(command: ReadmeCommand, argv: list[str], t
         assert not missing, f"{command} leaves required value(s) unset: {missing}"
 
 
-def test_benchmark_commands_name_real_scripts_and_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
-    class Parsed(Exception):
-        pass
+# Runs each script as __main__ with its README arguments, stopping right after argparse accepted them; in a
+# process of its own, so that what a benchmark sets at import (warning filters, log levels) stays there.
+_PARSE_ONLY = """
+import argparse, json, runpy, sys
 
-    parse_args = argparse.ArgumentParser.parse_args
+class Parsed(Exception):
+    pass
 
-    def parse_only(self, args=None, namespace=None):
-        parse_args(self, args, namespace)  # exits with status 2 on an unknown argument
-        raise Parsed
+parse_args = argparse.ArgumentParser.parse_args
 
-    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_only)
-    problems = []
-    for command in (c for c in COMMANDS if c.program == "python"):
-        script = ROOT / command.argv[1]
-        if not script.is_file():
-            problems.append(f"{command}: {command.argv[1]} does not exist")
-            continue
-        monkeypatch.setattr(sys, "argv", [str(script), *command.argv[2:]])
-        try:
-            runpy.run_path(str(script), run_name="__main__")
-            problems.append(f"{command}: the script never parsed its arguments")
-        except Parsed:
-            pass
-        except SystemExit as err:
-            problems.append(f"{command}: the script rejects its arguments (exit status {err.code})")
+def parse_only(self, args=None, namespace=None):
+    parse_args(self, args, namespace)  # exits with status 2 on an argument the script does not take
+    raise Parsed
+
+argparse.ArgumentParser.parse_args = parse_only
+results = []
+for script, args in json.loads(sys.argv[1]):
+    sys.argv = [script, *args]
+    try:
+        runpy.run_path(script, run_name="__main__")
+        results.append("the script never parsed its arguments")
+    except Parsed:
+        results.append("")
+    except SystemExit as err:
+        results.append(f"the script rejects its arguments (exit status {err.code})")
+print(json.dumps(results))
+"""
+
+
+def test_benchmark_commands_name_real_scripts_and_arguments() -> None:
+    commands = [c for c in COMMANDS if c.program == "python"]
+    problems = [f"{c}: {c.argv[1]} does not exist" for c in commands if not (ROOT / c.argv[1]).is_file()]
+    assert not problems, "\n".join(problems)
+    calls = [(str(ROOT / c.argv[1]), list(c.argv[2:])) for c in commands]
+    result = subprocess.run(
+        [sys.executable, "-c", _PARSE_ONLY, json.dumps(calls)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    verdicts = json.loads(result.stdout.strip().splitlines()[-1])
+    problems = [f"{c}: {verdict}" for c, verdict in zip(commands, verdicts, strict=True) if verdict]
     assert not problems, "\n".join(problems)
 
 
