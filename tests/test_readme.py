@@ -62,6 +62,8 @@ PLACEHOLDERS = {
     "CKPT": "checkpoints/best.ckpt of `transferlab-train data=imagefolder data.root=DIR`",
     "LAST_CKPT": "checkpoints/last.ckpt of that run",
     "FEWSHOT_DIR": "class folders for data=fewshot (25 classes of 20 images)",
+    "TARGET_DIR": "images of the target domain for data=domain_adaptation (tiny_data/test)",
+    "SOURCE_DIR": "the data a source checkpoint was trained on (tiny_data, the data of CKPT)",
 }
 _CAPITAL_WORD = re.compile(r"\b[A-Z][A-Z0-9_]{2,}\b")
 
@@ -229,6 +231,7 @@ print(json.dumps(results))
 """
 
 
+@pytest.mark.slow  # one process importing torch and Lightning per check
 def test_benchmark_commands_name_real_scripts_and_arguments() -> None:
     commands = [c for c in COMMANDS if c.program == "python"]
     problems = [f"{c}: {c.argv[1]} does not exist" for c in commands if not (ROOT / c.argv[1]).is_file()]
@@ -308,6 +311,8 @@ def workplace(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
         "CKPT": str(run_dir / "checkpoints" / "best.ckpt"),
         "LAST_CKPT": str(run_dir / "checkpoints" / "last.ckpt"),
         "FEWSHOT_DIR": str(fewshot_dir),
+        "TARGET_DIR": str(tiny_data / "test"),
+        "SOURCE_DIR": str(tiny_data),
     }
     assert set(values) == set(PLACEHOLDERS)
     # `tensorboard --logdir logs/train` from the working folder sees this run
