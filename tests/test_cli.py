@@ -205,3 +205,16 @@ def test_predict_skips_unreadable_images_and_says_so(
     rows, output = predict(cfg)
     assert len(rows) == 4 and output.is_file()
     assert "Skipped 1 unreadable image(s)" in caplog.text and "broken.png" in caplog.text
+
+
+def test_a_required_value_left_unset_is_one_line_and_exit_status_2(capsys: pytest.CaptureFixture) -> None:
+    from omegaconf import OmegaConf
+
+    from transferlab.utils.cli import run_task
+
+    cfg = OmegaConf.create({"ckpt_path": "???"})  # as `transferlab-eval` without ckpt_path=...
+    with pytest.raises(SystemExit) as exited:
+        run_task(lambda c: c.ckpt_path, cfg)
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert "ckpt_path is required and not set: add ckpt_path=..." in error and "Traceback" not in error

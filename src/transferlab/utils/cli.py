@@ -10,6 +10,7 @@ import rich.syntax
 import rich.tree
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 from rich.console import Console
 
 from transferlab.errors import UserError
@@ -53,6 +54,11 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     restore_default_start_method()
     try:
         return task(cfg)
+    except MissingMandatoryValue as err:  # a ``???`` value of the config the command line did not set
+        key = err.full_key or "a required value"
+        message = f"{key} is required and not set: add {key}=... to the command (see --help)."
+        Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_USER_ERROR)
     except Exception as err:
         user_error = find_user_error(err)
         if user_error is None:
