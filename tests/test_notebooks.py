@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import re
 from pathlib import Path
 
 import nbformat
@@ -76,3 +78,41 @@ def test_a_failing_cell_fails_with_its_error(tmp_path: Path) -> None:
     parameters = {"MAX_EPOCHS": 1, "WORKDIR": str(tmp_path / "work"), "NUM_WORKERS": -1}
     with pytest.raises(CellExecutionError, match=r"data\.num_workers must be 0 or more"):
         execute_notebook("01_quickstart.ipynb", parameters, tmp_path)
+
+
+@pytest.mark.slow
+def test_strategies_runs_end_to_end(tmp_path: Path) -> None:
+    parameters = {
+        "BACKBONE": "small_cnn",  # the mechanics, not the accuracy
+        "IMAGE_SIZE": 28,
+        "MAX_EPOCHS": 2,  # two points on each training curve
+        "DEMO_PER_CLASS": {"train": 6, "val": 3, "test": 3},
+        "EPISODES": 10,
+        "TRAINER_LIMITS": {"limit_train_batches": 3, "limit_val_batches": 2},
+        "WORKDIR": str(tmp_path / "work"),
+        "NUM_WORKERS": 2,
+    }
+    notebook = execute_notebook("02_strategies.ipynb", parameters, tmp_path)
+    text = outputs_text(notebook)
+    number = r"[012]\.\d{3}"  # an accuracy or A-distance as printed
+    for strategy in ("feature extraction", "fine-tuning", "gradual unfreezing"):
+        assert re.search(rf"^{strategy} +{number} +\d+s$", text, re.MULTILINE), strategy
+    for label in ("source-only", "DANN"):
+        line = f"^{label}: source test accuracy {number}, target test accuracy {number}, A-distance {number}$"
+        assert re.search(line, text, re.MULTILINE), label
+    assert re.search(
+        rf"A-distance before adaptation \(source-only\) {number} -> after \(DANN\) {number}", text
+    )
+    assert re.search(r"episode: 5-way 1-shot, \d+/50 queries right", text)
+    for shots in (1, 5):
+        line = f"5-way {shots}-shot: ProtoNet {number} ± {number}, backbone alone {number} ± {number} "
+        assert re.search(line + r"\(10 episodes\)", text), shots
+    assert figures(notebook) == 4  # accuracy/wall time, target curves, episode, few-shot accuracies
+    runs = tmp_path / "work" / "runs"
+    for name in ("feature_extraction", "finetune", "gradual_unfreezing", "source_only", "dann", "protonet"):
+        assert (runs / name / "checkpoints" / "best.ckpt").is_file(), name
+    # the target curves come from two validated epochs of each domain-adaptation run
+    for name in ("source_only", "dann"):
+        with open(runs / name / "csv" / "metrics.csv", newline="") as handle:
+            epochs = {row["epoch"] for row in csv.DictReader(handle) if row.get("val/target_acc")}
+        assert epochs == {"0", "1"}, name
