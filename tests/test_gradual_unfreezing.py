@@ -183,6 +183,8 @@ def _expected_factor(name: str, step: int, total: int) -> float:
     """The configured schedules' formulas (conf/model/scheduler defaults), relative to a group's rate."""
     if name == "constant":
         return 1.0
+    if name == "dann":  # mu_0 / (1 + 10 p) ** 0.75, p = step / total
+        return 1 / (1 + 10 * step / total) ** 0.75
     if name == "step":
         return 0.1 ** sum(step >= int(total * m) for m in (0.5, 0.75))
     if name == "cosine":
