@@ -11,12 +11,12 @@ from transferlab.utils.processes import loader_worker_context, platform_start_me
 
 
 def _worker_method_in_child(queue: multiprocessing.Queue) -> None:
-    context = loader_worker_context()
+    context = loader_worker_context(num_workers=2)
     queue.put(None if context is None else context.get_start_method())
 
 
 def test_main_process_keeps_pytorchs_default() -> None:
-    assert loader_worker_context() is None
+    assert loader_worker_context(num_workers=2) is None
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the platform default is spawn elsewhere")

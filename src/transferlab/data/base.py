@@ -356,7 +356,7 @@ class BaseDataModule(L.LightningDataModule, ABC):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
-            multiprocessing_context=loader_worker_context() if self.num_workers > 0 else None,
+            multiprocessing_context=loader_worker_context(self.num_workers),
             **batching,
             **kwargs,
         )

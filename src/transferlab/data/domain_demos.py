@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from transferlab.data.demo import PARAMETER_FILE, folder_has_data
+from transferlab.data.demo import PARAMETER_FILE, folder_has_data, matches_demo_parameters
 from transferlab.errors import UserError
 
 DOMAIN_DEMOS: tuple[str, ...] = ("animal_mnist_m", "digits_shift")
@@ -52,15 +52,8 @@ def write_class_tree(
         UserError: ``root`` holds other files, or the same dataset written with other parameters.
     """
     root = Path(root).expanduser().absolute()
-    marker = root / PARAMETER_FILE
-    if marker.is_file():
-        found = _read_json(marker)
-        if found == parameters:
-            return root
-        raise UserError(
-            f"{root} holds demo images written with other parameters ({found}; wanted {parameters}). "
-            f"Delete {root} to rewrite it, or pick another folder."
-        )
+    if matches_demo_parameters(root, parameters):
+        return root
     if folder_has_data(root):
         raise UserError(
             f"{root} already has files but no {PARAMETER_FILE}, so it is not a transferlab demo folder; not "
@@ -78,7 +71,7 @@ def write_class_tree(
         try:
             os.replace(tmp, root)
         except OSError as err:
-            if _read_json(marker) != parameters:  # else another process wrote the same tree first
+            if not matches_demo_parameters(root, parameters):  # else another process wrote it first
                 raise UserError(f"Cannot move the demo images into {root}: {err}. Delete {root}.") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -112,10 +105,3 @@ def prepare_domain_demo(
         from transferlab.data.digits_shift import write_digits_shift
 
         write_digits_shift(source_root, target_root)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None

@@ -683,7 +683,7 @@ class EpisodicDataModule(L.LightningDataModule):
             num_workers=workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and workers > 0,
-            multiprocessing_context=loader_worker_context() if workers > 0 else None,
+            multiprocessing_context=loader_worker_context(workers),
         )
 
     def _is_global_zero(self) -> bool:

@@ -311,9 +311,12 @@ def compute_features(
     original_device = next(backbone.parameters()).device
     backbone.eval()
     backbone.to(device)
-    context = loader_worker_context() if num_workers > 0 else None
     loader = DataLoader(
-        images, batch_size=batch_size, shuffle=False, num_workers=num_workers, multiprocessing_context=context
+        images,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        multiprocessing_context=loader_worker_context(num_workers),
     )
     try:
         with Progress(transient=True) as progress:

@@ -34,8 +34,9 @@ def platform_start_method() -> str:
     return multiprocessing.get_all_start_methods()[0]
 
 
-def loader_worker_context() -> BaseContext | None:
-    """The context data loader workers of this process start with; None keeps PyTorch's default.
+def loader_worker_context(num_workers: int) -> BaseContext | None:
+    """The context ``num_workers`` data loader workers of this process start with; None keeps PyTorch's
+    default (and is what a loader without workers must get).
 
     A DDP rank started with the ``spawn`` method (``trainer=ddp_sim``, ``trainer=ddp`` inside a
     multirun) inherits ``spawn`` as its default, so every loader worker would start a fresh
@@ -44,6 +45,8 @@ def loader_worker_context() -> BaseContext | None:
     same holds inside a loky worker (see :func:`restore_default_start_method`). A start method chosen in
     the main process is left alone.
     """
+    if num_workers <= 0:
+        return None
     method = multiprocessing.get_start_method(allow_none=True)
     inherited_spawn = method == "spawn" and multiprocessing.parent_process() is not None
     if method in LOKY_START_METHODS or (inherited_spawn and platform_start_method() != "spawn"):
