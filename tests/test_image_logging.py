@@ -12,6 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from transferlab.callbacks.confusion_matrix import ConfusionMatrixRenderer
 from transferlab.callbacks.image_logging import (
     ValidationImageLogger,
     confusion_matrix_figure,
@@ -68,6 +69,45 @@ def test_confusion_matrix_figure_keeps_every_full_class_name_inside_the_picture(
     figure.savefig(buffer, format="png")
     width, height = Image.open(buffer).size
     assert np.allclose((width, height), figure.get_size_inches() * figure.dpi, atol=1)
+
+
+def _full_draw(matrix: torch.Tensor, names: list[str]) -> np.ndarray:
+    canvas = FigureCanvasAgg(confusion_matrix_figure(matrix, names))
+    canvas.draw()
+    return np.array(canvas.buffer_rgba())[..., :3]
+
+
+def _ink(cell: np.ndarray) -> tuple[int, np.ndarray]:
+    """Pixels of a cell that differ clearly from its fill colour (the printed count), and their centre."""
+    fill = cell[2, 2].astype(int)
+    ink = np.argwhere(np.abs(cell.astype(int) - fill).max(axis=2) > 64)
+    return len(ink), ink.mean(axis=0) if len(ink) else np.zeros(2)
+
+
+def test_matrix_renderer_draws_what_the_full_figure_draws() -> None:
+    names = ["cat", "dog", LONG_NAME, *(f"class {i}" for i in range(5))]
+    n = len(names)
+    renderer = ConfusionMatrixRenderer(names)
+    generator = torch.Generator().manual_seed(0)
+    for matrix in (torch.randint(0, 30, (n, n), generator=generator), torch.eye(n, dtype=torch.long) * 1234):
+        matrix[1] = 0  # a class without validation images
+        picture, full = renderer.render(matrix), _full_draw(matrix, names)
+        assert picture.shape == full.shape and picture.dtype == np.uint8
+        rows, columns = renderer._cell_rows, renderer._cell_columns
+        outside = np.ones(full.shape[:2], dtype=bool)
+        outside[rows, columns] = False
+        assert (picture[outside] == full[outside]).all()  # names, ticks, titles, colour bar: the same pixels
+        for i in range(n):
+            for j in range(n):
+                box = np.ix_(
+                    np.flatnonzero(renderer._row_cell == i), np.flatnonzero(renderer._column_cell == j)
+                )
+                ours, theirs = picture[rows, columns][box], full[rows, columns][box]
+                assert (np.abs(ours[2:-2, 2:-2][:3, :3].astype(int) - theirs[2:-2, 2:-2][:3, :3]) <= 1).all()
+                (ink, centre), (full_ink, full_centre) = _ink(ours), _ink(theirs)
+                assert 0.6 * full_ink <= ink <= 1.6 * full_ink, (i, j)  # the count, at about the same size
+                assert np.abs(centre - full_centre).max() <= 3.0, (i, j)  # ... and in the same place
+    assert renderer.render(matrix) is renderer.render(matrix.clone())  # the same matrix is not redrawn
 
 
 def test_prediction_grid_has_one_tile_per_image() -> None:

@@ -169,6 +169,60 @@ class SpoilHeadAfterEpoch(L.Callback):
                     param.zero_()
 
 
+class RecordCheckpointFiles(L.Callback):
+    """After each epoch's checkpoints: the epoch, and whether last.ckpt is the very file best.ckpt is."""
+
+    def __init__(self) -> None:
+        self.epochs: list[tuple[int, bool]] = []
+        self._finished: int | None = None
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._finished = trainer.current_epoch  # its checkpoints are written after this hook
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._record(trainer)
+
+    def _record(self, trainer: L.Trainer) -> None:
+        if self._finished is not None:
+            folder = Path(trainer.default_root_dir) / "checkpoints"
+            same = os.path.samefile(folder / "best.ckpt", folder / "last.ckpt")
+            self.epochs.append((self._finished, same))
+            self._finished = None
+
+
+def test_a_new_best_epoch_writes_the_model_once_and_links_last_to_it(train_config, tmp_path: Path) -> None:
+    recorder = ["+callbacks.files._target_=tests.test_train.RecordCheckpointFiles"]
+    stop = ["+callbacks.stop._target_=tests.test_train.StopAfterEpoch", "+callbacks.stop.epoch=0"]
+    first = train_config("trainer.max_epochs=2", "test=false", *recorder, *stop, output_dir=tmp_path / "a")
+    _, objects = train(first)
+    (files,) = [c for c in objects["trainer"].callbacks if isinstance(c, RecordCheckpointFiles)]
+    assert files.epochs == [(0, True)]  # the first epoch is a new best: one file, two names
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+
+    # Resumed from that linked file into a new folder; its epoch is at chance level, so not a new best.
+    spoil = ["+callbacks.spoil._target_=tests.test_train.SpoilHeadAfterEpoch", "+callbacks.spoil.epoch=1"]
+    resumed = train_config(
+        "trainer.max_epochs=2",
+        "test=false",
+        *recorder,
+        *spoil,
+        f"ckpt_path={last}",
+        output_dir=tmp_path / "b",
+    )
+    _, objects = train(resumed)
+    (files,) = [c for c in objects["trainer"].callbacks if isinstance(c, RecordCheckpointFiles)]
+    assert files.epochs == [(1, False)]  # written, not linked: last.ckpt holds epoch 1, best.ckpt epoch 0
+    folder = Path(resumed.paths.output_dir) / "checkpoints"
+    best, newest = (torch.load(folder / name, weights_only=True) for name in ("best.ckpt", "last.ckpt"))
+    assert (best["epoch"], newest["epoch"]) == (0, 1)
+    assert newest["global_step"] == 2 * best["global_step"] > 0  # the resume went on from the link
+    first_state = torch.load(last, weights_only=True)["state_dict"]
+    assert all(torch.equal(best["state_dict"][k], v) for k, v in first_state.items())
+
+
 def _callback_state(path: Path, monitor: str) -> dict:
     states = torch.load(path, weights_only=True)["callbacks"]
     return next(

@@ -6,13 +6,14 @@ import logging
 import warnings
 from pathlib import Path
 from typing import Any
+from weakref import proxy
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
 from transferlab.errors import UserError
-from transferlab.utils.atomic import copy_atomically
+from transferlab.utils.atomic import copy_atomically, link_atomically
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,12 @@ class ResumableModelCheckpoint(ModelCheckpoint):
     checkpoint (a moved run folder). A callback without ``monitor`` (``last.ckpt``) has nothing to carry
     over and starts afresh in the new folder.
 
+    When another checkpoint callback of the run has just written a checkpoint at the same point of
+    training (``best.ckpt`` of an epoch that is a new best, then ``last.ckpt``), the file is linked
+    rather than written again, as Lightning's ``save_last="link"`` does: the two hold the same weights,
+    optimizer and loop state, and one write of the model is saved every such epoch. The linked file
+    differs only in the state of this callback, which it holds as of the save before.
+
     Takes the arguments of ``ModelCheckpoint``; its state key is ``ModelCheckpoint``'s, so checkpoints
     written by either resume into both.
     """
@@ -40,6 +47,39 @@ class ResumableModelCheckpoint(ModelCheckpoint):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._resuming: L.Trainer | None = None
+        self._saved_at: tuple[int, dict[str, Any]] | None = None  # training point of the last save
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        twin = self._saved_at_this_point(trainer)
+        if twin is None:
+            super()._save_checkpoint(trainer, filepath)
+            self._saved_at = _training_point(trainer)
+            return
+        if trainer.is_global_zero:
+            link_atomically(twin, filepath)
+        trainer.strategy.barrier("ResumableModelCheckpoint._save_checkpoint")
+        # What ModelCheckpoint._save_checkpoint does after writing.
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        self._saved_at = _training_point(trainer)
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+    def _saved_at_this_point(self, trainer: L.Trainer) -> str | None:
+        """A file another callback of this kind wrote at this very point of training, if any."""
+        point = _training_point(trainer)
+        for other in trainer.checkpoint_callbacks:
+            if (
+                other is not self
+                and isinstance(other, ResumableModelCheckpoint)
+                and other._saved_at == point
+                and other.save_weights_only == self.save_weights_only
+                and other._last_checkpoint_saved
+                and Path(other._last_checkpoint_saved).is_file()
+            ):
+                return other._last_checkpoint_saved
+        return None
 
     @property
     def state_key(self) -> str:
@@ -102,3 +142,8 @@ class ResumableModelCheckpoint(ModelCheckpoint):
                 )
             copy_atomically(source, new)
         return None
+
+
+def _training_point(trainer: L.Trainer) -> tuple[int, dict[str, Any]]:
+    """Where training is: the step and the full progress of the fit loop (equal only at the same moment)."""
+    return trainer.global_step, trainer.fit_loop.state_dict()

@@ -10,16 +10,15 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.font_manager import FontProperties
 from PIL import Image, ImageDraw, ImageFont
 
+from transferlab.callbacks.confusion_matrix import ConfusionMatrixRenderer, confusion_matrix_figure
 from transferlab.data import build_eval_transform, load_rgb
+
+__all__ = ["ValidationImageLogger", "confusion_matrix_figure", "render_prediction_grid", "stratified_sample"]
 
 CAPTION_HEIGHT = 24
 TILE = 96
-DPI = 100
 
 
 def stratified_sample(targets: Sequence[int], count: int, seed: int = 0) -> list[int]:
@@ -53,59 +52,13 @@ def render_prediction_grid(
     draw = ImageDraw.Draw(canvas)
     for index, (image, pred, truth) in enumerate(zip(images, predicted, true, strict=True)):
         x, y = (index % columns) * TILE, (index // columns) * (TILE + CAPTION_HEIGHT)
-        canvas.paste(image.convert("RGB").resize((TILE, TILE)), (x, y))
+        if image.size != (TILE, TILE) or image.mode != "RGB":
+            image = image.convert("RGB").resize((TILE, TILE))
+        canvas.paste(image, (x, y))
         colour = (0, 128, 0) if pred == truth else (200, 0, 0)
         draw.text((x + 2, y + TILE + 1), f"p: {pred}"[:16], fill=colour, font=font)
         draw.text((x + 2, y + TILE + 12), f"t: {truth}"[:16], fill=(0, 0, 0), font=font)
     return np.asarray(canvas)
-
-
-def confusion_matrix_figure(
-    matrix: torch.Tensor | np.ndarray, class_names: Sequence[str], title: str = "validation"
-) -> Figure:
-    """A matplotlib figure of the confusion matrix: rows true class, columns predicted class.
-
-    Cells are shaded by their share of the true class (so classes of different sizes compare) and show
-    the counts while the cells are large enough to hold them. Tick labels are the full class names
-    (column labels rotated); the figure grows with the number of classes and the longest name, so no
-    label overlaps another or is cut off. The figure has an Agg canvas of its own (no pyplot, no GUI).
-    """
-    counts = np.asarray(torch.as_tensor(matrix).cpu(), dtype=np.int64)
-    names = [str(name) for name in class_names]
-    n = len(names)
-    font_size = 9.0 if n <= 20 else 7.0 if n <= 60 else 5.0
-    # Each row is at least 1.6 lines high, so neighbouring labels never touch.
-    cell = max(font_size / 72 * 1.6, min(0.45, 9.0 / max(n, 1)))
-    figure = Figure(dpi=DPI, layout="constrained")
-    canvas = FigureCanvasAgg(figure)
-    label = _longest_text_inches(names, font_size, canvas)
-    # Room for the matrix, the labels, the axis titles, the title and the colour bar.
-    matrix_side = n * cell
-    figure.set_size_inches(max(4.0, matrix_side + label + 1.9), max(3.5, matrix_side + label + 1.2))
-
-    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    axes = figure.add_subplot()
-    image = axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
-    figure.colorbar(image, ax=axes, shrink=0.8, label="share of the true class")
-    axes.set_xticks(range(n), labels=names, rotation=90, fontsize=font_size)
-    axes.set_yticks(range(n), labels=names, fontsize=font_size)
-    axes.set_xlabel("predicted class")
-    axes.set_ylabel("true class")
-    axes.set_title(f"Confusion matrix ({title})")
-    if cell >= 0.3:
-        for i in range(n):
-            for j in range(n):
-                colour = "white" if shares[i, j] > 0.5 else "black"
-                axes.text(j, i, str(counts[i, j]), ha="center", va="center", color=colour, fontsize=font_size)
-    return figure
-
-
-def _longest_text_inches(texts: Sequence[str], font_size: float, canvas: FigureCanvasAgg) -> float:
-    """Width in inches of the widest of ``texts`` at ``font_size`` (measured by the Agg renderer)."""
-    renderer = canvas.get_renderer()
-    font = FontProperties(size=font_size)
-    widths = [renderer.get_text_width_height_descent(text, font, ismath=False)[0] for text in texts]
-    return max(widths, default=0.0) / canvas.figure.dpi
 
 
 class ValidationImageLogger(L.Callback):
@@ -116,8 +69,10 @@ class ValidationImageLogger(L.Callback):
     epochs compare on the same images. It reads the images from the data module's ``val_set.samples``
     (paths), so it also works when training runs on cached features; a module with a
     ``sample_logits(samples)`` method that returns logits (feature extraction on cached features does)
-    predicts them without running the backbone on the images. The confusion matrix is a matplotlib
-    figure (:func:`confusion_matrix_figure`).
+    predicts them without running the backbone on the images. The confusion matrix is the picture of
+    :func:`confusion_matrix_figure`, redrawn each epoch by a :class:`ConfusionMatrixRenderer`, and the
+    sample's tiles are read once: on cached features an epoch costs a fraction of a second, and the
+    pictures must not cost more than the epoch.
 
     Args:
         num_images: images in the grid.
@@ -131,6 +86,8 @@ class ValidationImageLogger(L.Callback):
         self.seed = seed
         self.sample_indices: list[int] | None = None
         self._sampled_from: Sequence[tuple[str, int]] | None = None
+        self._tiles: dict[str, Image.Image] = {}
+        self._matrix_renderer: ConfusionMatrixRenderer | None = None
 
     @staticmethod
     def _tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
@@ -146,8 +103,8 @@ class ValidationImageLogger(L.Callback):
         step = trainer.current_epoch
         confusion = getattr(pl_module, "last_val_confusion", None)
         if confusion is not None:
-            figure = confusion_matrix_figure(confusion, pl_module.class_names)
-            logger.experiment.add_figure("val/confusion_matrix", figure, step, close=False)
+            picture = self._confusion_picture(confusion, pl_module.class_names)
+            logger.experiment.add_image("val/confusion_matrix", picture, step, dataformats="HWC")
         samples = getattr(getattr(trainer.datamodule, "val_set", None), "samples", None)
         if samples and self.num_images > 0:
             chosen = [samples[i] for i in self._sample(samples)]
@@ -162,11 +119,16 @@ class ValidationImageLogger(L.Callback):
             self._sampled_from = samples
         return self.sample_indices
 
+    def _confusion_picture(self, confusion: torch.Tensor, class_names: Sequence[str]) -> np.ndarray:
+        names = [str(name) for name in class_names]
+        if self._matrix_renderer is None or self._matrix_renderer.class_names != names:
+            self._matrix_renderer = ConfusionMatrixRenderer(names)
+        return self._matrix_renderer.render(confusion)
+
     @torch.no_grad()
     def _prediction_grid(
         self, pl_module: L.LightningModule, samples: Sequence[tuple[str, int]]
     ) -> np.ndarray:
-        images = [load_rgb(path) for path, _ in samples]
         was_training = pl_module.training
         pl_module.eval()
         # A module training on cached features predicts from them, without running its backbone again.
@@ -174,8 +136,16 @@ class ValidationImageLogger(L.Callback):
         logits = sample_logits(samples) if sample_logits is not None else None
         if logits is None:
             transform = build_eval_transform(pl_module.preprocessing)
-            logits = pl_module(torch.stack([transform(image) for image in images]).to(pl_module.device))
+            images = torch.stack([transform(load_rgb(path)) for path, _ in samples])
+            logits = pl_module(images.to(pl_module.device))
         predicted = logits.argmax(dim=1).tolist()
         pl_module.train(was_training)
         names = pl_module.class_names
-        return render_prediction_grid(images, [names[i] for i in predicted], [names[t] for _, t in samples])
+        tiles = [self._tile(path) for path, _ in samples]
+        return render_prediction_grid(tiles, [names[i] for i in predicted], [names[t] for _, t in samples])
+
+    def _tile(self, path: str) -> Image.Image:
+        """The image at ``path`` at grid-tile size, read once (the sample is the same every epoch)."""
+        if path not in self._tiles:
+            self._tiles[path] = load_rgb(path).convert("RGB").resize((TILE, TILE))
+        return self._tiles[path]

@@ -66,6 +66,23 @@ def torch_save_atomically(obj: Any, path: str | os.PathLike[str]) -> Path:
     return write_atomically(path, lambda handle: torch.save(obj, handle))
 
 
+def link_atomically(source: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+    """Make ``path`` a second name of the file ``source`` (a hard link, no bytes copied), atomically.
+
+    ``path`` then holds ``source``'s content for good: rewriting ``source`` later through this module
+    renames a new file onto it and leaves ``path`` as it was. Where the file system has no hard links,
+    the file is copied.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+    return path
+
+
 def copy_atomically(source: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
     """Copy the file ``source`` to ``path``, atomically (``path`` never holds part of the copy)."""
     with Path(source).open("rb") as original:
