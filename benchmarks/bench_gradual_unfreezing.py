@@ -6,7 +6,10 @@ other, alternating which model goes first per seed. Wall time is the whole comma
 it (start-up, training, test); CPU time is what the command and its loader workers used, which other
 jobs on shared cores disturb much less than the wall time. Data and runs go to a temporary folder.
 
-    python benchmarks/bench_gradual_unfreezing.py [--seeds 0 1 2] [--models finetune gradual_unfreezing]
+    python benchmarks/bench_gradual_unfreezing.py [--seeds 0 1 2] [--models finetune gradual_unfreezing] \
+        [-- OVERRIDE ...]
+
+No target: it exits with status 0 once every run succeeded, with status 1 when one fails.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -86,10 +90,12 @@ def main() -> None:
 
     date = datetime.date.today().isoformat()
     machine = f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, no GPU"
-    command = "python benchmarks/bench_gradual_unfreezing.py " + " ".join(
-        ["--seeds", *map(str, args.seeds), *args.overrides]
-    )
-    print(f"\n{date}, {machine}, python {platform.python_version()}\n`{command.strip()}`\n")
+    command = ["python", "benchmarks/bench_gradual_unfreezing.py", "--seeds", *map(str, args.seeds)]
+    if args.models != parser.get_default("models"):
+        command += ["--models", *args.models]
+    if args.overrides:
+        command += ["--", *args.overrides]  # after --seeds, an override would be read as a seed
+    print(f"\n{date}, {machine}, python {platform.python_version()}\n`{shlex.join(command)}`\n")
     print("| model | test/acc (mean ± std) | val/acc_best | wall time, s | CPU time, s | seeds |")
     print("|---|---|---|---|---|---|")
     for model, runs in results.items():

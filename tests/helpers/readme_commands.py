@@ -1,9 +1,10 @@
 """The commands a README shows, found by the convention tests/test_readme.py documents.
 
-A command is a line of a fenced ```bash block, or an inline code span in a markdown table row, that starts
-with one of :data:`COMMAND_PREFIXES` (after optional ``NAME=value`` environment assignments). A comment
-that ends with one of :data:`MARKERS`: the command needs something this machine lacks. ``make``
-commands are read through the Makefile: a target whose recipe is one entry point call becomes that call.
+A command is a line of a fenced ```bash block, or in a markdown table row the first inline code span of a
+cell, that starts with one of :data:`COMMAND_PREFIXES` (after optional ``NAME=value`` environment
+assignments). A comment that ends with one of :data:`MARKERS`: the command needs something this machine
+lacks. ``make`` commands are read through the Makefile: a target whose recipe is one entry point call
+becomes that call.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ MARKERS = {
 }
 _ENV_ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*=\S+$")
 _CODE_SPAN = re.compile(r"`([^`]+)`")
+_CELL_BORDER = re.compile(r"(?<!\\)\|")  # a pipe that is not escaped (GFM: even inside a code span)
 _MAKE_VARIABLE = re.compile(r"\$\((\w+)\)")
 
 
@@ -79,6 +81,17 @@ def parse_command(text: str, line: int) -> ReadmeCommand | None:
     return ReadmeCommand(command, line, needs, env, tuple(words))
 
 
+def _table_row_commands(row: str, line: int) -> list[ReadmeCommand]:
+    """The commands of a markdown table row: in each cell, the first code span that is one."""
+    commands = []
+    for cell in _CELL_BORDER.split(row):
+        spans = _CODE_SPAN.findall(cell.replace("\\|", "|"))
+        command = next((c for c in (parse_command(span, line) for span in spans) if c), None)
+        if command:
+            commands.append(command)
+    return commands
+
+
 def readme_commands(readme: Path) -> list[ReadmeCommand]:
     """Every command of ``readme``, in order (``\\`` continuation lines joined)."""
     commands: list[ReadmeCommand] = []
@@ -97,13 +110,10 @@ def readme_commands(readme: Path) -> list[ReadmeCommand]:
                 continue
             found = parse_command(pending, start)
             pending = ""
+            if found:
+                commands.append(found)
         elif not in_block and stripped.startswith("|"):
-            spans = _CODE_SPAN.findall(stripped.replace("\\|", "|"))
-            found = next((c for c in (parse_command(s, number) for s in spans) if c), None)
-        else:
-            continue
-        if found:
-            commands.append(found)
+            commands += _table_row_commands(stripped, number)
     return commands
 
 
