@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -14,6 +16,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 from transferlab.callbacks.confusion_matrix import ConfusionMatrixRenderer, confusion_matrix_figure
 from transferlab.data import build_eval_transform, load_rgb
+from transferlab.utils.background import BackgroundCalls
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ValidationImageLogger", "confusion_matrix_figure", "render_prediction_grid", "stratified_sample"]
 
@@ -71,8 +76,10 @@ class ValidationImageLogger(L.Callback):
     ``sample_logits(samples)`` method that returns logits (feature extraction on cached features does)
     predicts them without running the backbone on the images. The confusion matrix is the picture of
     :func:`confusion_matrix_figure`, redrawn each epoch by a :class:`ConfusionMatrixRenderer`, and the
-    sample's tiles are read once: on cached features an epoch costs a fraction of a second, and the
-    pictures must not cost more than the epoch.
+    sample's tiles are read once. On cached features an epoch costs a fraction of a second, and the
+    pictures must not cost more than the epoch: so only the predictions are made in the training loop;
+    drawing, PNG encoding and writing happen on a thread of their own, which the end of fitting waits
+    for (an error there stops training at the next epoch, or at the end).
 
     Args:
         num_images: images in the grid.
@@ -86,8 +93,15 @@ class ValidationImageLogger(L.Callback):
         self.seed = seed
         self.sample_indices: list[int] | None = None
         self._sampled_from: Sequence[tuple[str, int]] | None = None
+        # Used by the drawing thread only.
         self._tiles: dict[str, Image.Image] = {}
         self._matrix_renderer: ConfusionMatrixRenderer | None = None
+        self._drawing = BackgroundCalls("tensorboard-pictures")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_matrix_renderer"] = None  # a matplotlib figure; drawn again where it is needed
+        return state
 
     @staticmethod
     def _tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
@@ -101,15 +115,36 @@ class ValidationImageLogger(L.Callback):
         if getattr(pl_module, "class_names", None) is None:
             return  # no fixed classes to predict (few-shot models): nothing to draw
         step = trainer.current_epoch
+        writer = logger.experiment
+        names = [str(name) for name in pl_module.class_names]
         confusion = getattr(pl_module, "last_val_confusion", None)
         if confusion is not None:
-            picture = self._confusion_picture(confusion, pl_module.class_names)
-            logger.experiment.add_image("val/confusion_matrix", picture, step, dataformats="HWC")
+            matrix = confusion.detach().cpu().clone()
+            self._drawing.submit(
+                lambda: writer.add_image(
+                    "val/confusion_matrix", self._confusion_picture(matrix, names), step, dataformats="HWC"
+                )
+            )
         samples = getattr(getattr(trainer.datamodule, "val_set", None), "samples", None)
         if samples and self.num_images > 0:
             chosen = [samples[i] for i in self._sample(samples)]
-            grid = self._prediction_grid(pl_module, chosen)
-            logger.experiment.add_image("val/predictions", grid, step, dataformats="HWC")
+            predicted = [names[i] for i in self._predict(pl_module, chosen)]
+            true = [names[label] for _, label in chosen]
+            paths = [path for path, _ in chosen]
+            self._drawing.submit(
+                lambda: writer.add_image(
+                    "val/predictions", self._prediction_grid(paths, predicted, true), step, dataformats="HWC"
+                )
+            )
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, error: BaseException) -> None:
+        try:
+            self._drawing.wait()  # keep the pictures of the epochs that finished
+        except Exception as drawing_error:  # the run's own error is the one raised; this one is told
+            log.warning("A validation picture could not be written: %s", drawing_error)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._drawing.wait()
 
     def _sample(self, samples: Sequence[tuple[str, int]]) -> list[int]:
         """The indices shown, chosen at the first call (again only if the validation set changes)."""
@@ -119,16 +154,14 @@ class ValidationImageLogger(L.Callback):
             self._sampled_from = samples
         return self.sample_indices
 
-    def _confusion_picture(self, confusion: torch.Tensor, class_names: Sequence[str]) -> np.ndarray:
-        names = [str(name) for name in class_names]
+    def _confusion_picture(self, confusion: torch.Tensor, names: list[str]) -> np.ndarray:
         if self._matrix_renderer is None or self._matrix_renderer.class_names != names:
             self._matrix_renderer = ConfusionMatrixRenderer(names)
         return self._matrix_renderer.render(confusion)
 
     @torch.no_grad()
-    def _prediction_grid(
-        self, pl_module: L.LightningModule, samples: Sequence[tuple[str, int]]
-    ) -> np.ndarray:
+    def _predict(self, pl_module: L.LightningModule, samples: Sequence[tuple[str, int]]) -> list[int]:
+        """The predicted class index of each of ``samples``."""
         was_training = pl_module.training
         pl_module.eval()
         # A module training on cached features predicts from them, without running its backbone again.
@@ -138,11 +171,11 @@ class ValidationImageLogger(L.Callback):
             transform = build_eval_transform(pl_module.preprocessing)
             images = torch.stack([transform(load_rgb(path)) for path, _ in samples])
             logits = pl_module(images.to(pl_module.device))
-        predicted = logits.argmax(dim=1).tolist()
         pl_module.train(was_training)
-        names = pl_module.class_names
-        tiles = [self._tile(path) for path, _ in samples]
-        return render_prediction_grid(tiles, [names[i] for i in predicted], [names[t] for _, t in samples])
+        return logits.argmax(dim=1).tolist()
+
+    def _prediction_grid(self, paths: list[str], predicted: list[str], true: list[str]) -> np.ndarray:
+        return render_prediction_grid([self._tile(path) for path in paths], predicted, true)
 
     def _tile(self, path: str) -> Image.Image:
         """The image at ``path`` at grid-tile size, read once (the sample is the same every epoch)."""
