@@ -108,38 +108,29 @@ def test_train_false_tests_the_given_checkpoint(trained_run: Path, tiny_data: Pa
     assert not (out / "checkpoints").exists()  # nothing was trained
 
 
-def test_train_false_without_a_checkpoint_is_one_clear_message(tiny_data: Path, tmp_path: Path) -> None:
-    result = run_cli(
-        "transferlab.train",
-        *FAST_OVERRIDES,
-        f"data.root={tiny_data}",
-        "train=false",
-        f"hydra.run.dir={tmp_path / 'out'}",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 2
-    assert "train=false" in result.stderr and "ckpt_path=" in result.stderr
-    assert "Traceback" not in result.stderr
+# In process: that a UserError becomes one line and exit status 2 at the command line is tested once, for
+# every entry point, by test_a_required_value_left_unset_is_one_line_and_exit_status_2 and the bad-input
+# CLI tests (test_data_errors_cli, test_data_demo_root).
+def test_train_false_without_a_checkpoint_is_one_clear_message(train_config) -> None:
+    from transferlab.errors import UserError
+    from transferlab.train import train
+
+    with pytest.raises(UserError, match=r"(?s)train=false.*ckpt_path="):
+        train(train_config("train=false"))
 
 
-def test_checkpoint_of_another_model_is_one_clear_message(
-    trained_run: Path, tiny_data: Path, tmp_path: Path
-) -> None:
+def test_checkpoint_of_another_model_is_one_clear_message(trained_run: Path, train_config) -> None:
+    from transferlab.errors import UserError
+    from transferlab.train import train
+
     ckpt = trained_run / "checkpoints" / "best.ckpt"
-    result = run_cli(
-        "transferlab.train",
-        *FAST_OVERRIDES,
-        f"data.root={tiny_data}",
-        "model.head_hidden_dim=16",  # the run was trained with a linear head
-        "train=false",
-        f"ckpt_path={ckpt}",
-        f"hydra.run.dir={tmp_path / 'out'}",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert "do not fit the model the config builds" in result.stderr and "head." in result.stderr
-    assert "transferlab-eval" in result.stderr
-    assert "Traceback" not in result.stderr
+    # the run was trained with a linear head
+    cfg = train_config("model.head_hidden_dim=16", "train=false", f"ckpt_path={ckpt}")
+    with pytest.raises(UserError) as error:
+        train(cfg)
+    message = str(error.value)
+    assert "do not fit the model the config builds" in message and "head." in message
+    assert "transferlab-eval" in message
 
 
 class _RunsCode:
@@ -174,6 +165,7 @@ def test_checkpoint_with_malicious_pickle_is_refused(entry: str, tiny_data: Path
     assert not marker.exists()
 
 
+@pytest.mark.slow  # the same path as test_data_demo_root's mistyped-root test, with data=imagefolder
 def test_missing_data_root_is_one_clear_message(tmp_path: Path) -> None:
     missing = tmp_path / "no_such_folder"
     result = run_cli(
