@@ -275,9 +275,10 @@ def workplace(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
         "SOURCE_DIR": str(tiny_data),
     }
     assert set(values) == set(PLACEHOLDERS)
-    # `tensorboard --logdir logs/train` from the working folder sees this run
-    (work / "logs" / "train" / "runs").mkdir(parents=True)
-    (work / "logs" / "train" / "runs" / "ckpt_run").symlink_to(run_dir)
+    # `tensorboard --logdir logs/train` (or logs/eval) from the working folder sees a run
+    for task in ("train", "eval"):
+        (work / "logs" / task / "runs").mkdir(parents=True)
+        (work / "logs" / task / "runs" / "ckpt_run").symlink_to(run_dir)
     return {"work": work, "values": values}
 
 
