@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image, ImageDraw, ImageFont
 
 from transferlab.callbacks.confusion_matrix import ConfusionMatrixRenderer, confusion_matrix_figure
+from transferlab.callbacks.tensorboard_png import PngSummaryWriter
 from transferlab.data import build_eval_transform, load_rgb
 from transferlab.utils.background import BackgroundCalls
 
@@ -79,7 +80,8 @@ class ValidationImageLogger(L.Callback):
     sample's tiles are read once. On cached features an epoch costs a fraction of a second, and the
     pictures must not cost more than the epoch: so only the predictions are made in the training loop;
     drawing, PNG encoding and writing happen on a thread of their own, which the end of fitting waits
-    for (an error there stops training at the next epoch, or at the end).
+    for (an error there stops training at the next epoch, or at the end). A grid or matrix equal to the
+    epoch before's is neither drawn nor encoded again (:class:`PngSummaryWriter`).
 
     Args:
         num_images: images in the grid.
@@ -96,6 +98,8 @@ class ValidationImageLogger(L.Callback):
         # Used by the drawing thread only.
         self._tiles: dict[str, Image.Image] = {}
         self._matrix_renderer: ConfusionMatrixRenderer | None = None
+        self._last_grid: tuple[tuple[tuple[str, ...], ...], np.ndarray] | None = None
+        self._png = PngSummaryWriter()
         self._drawing = BackgroundCalls("tensorboard-pictures")
 
     def __getstate__(self) -> dict[str, Any]:
@@ -121,8 +125,8 @@ class ValidationImageLogger(L.Callback):
         if confusion is not None:
             matrix = confusion.detach().cpu().clone()
             self._drawing.submit(
-                lambda: writer.add_image(
-                    "val/confusion_matrix", self._confusion_picture(matrix, names), step, dataformats="HWC"
+                lambda: self._png.add(
+                    writer, "val/confusion_matrix", self._confusion_picture(matrix, names), step
                 )
             )
         samples = getattr(getattr(trainer.datamodule, "val_set", None), "samples", None)
@@ -132,8 +136,8 @@ class ValidationImageLogger(L.Callback):
             true = [names[label] for _, label in chosen]
             paths = [path for path, _ in chosen]
             self._drawing.submit(
-                lambda: writer.add_image(
-                    "val/predictions", self._prediction_grid(paths, predicted, true), step, dataformats="HWC"
+                lambda: self._png.add(
+                    writer, "val/predictions", self._prediction_grid(paths, predicted, true), step
                 )
             )
 
@@ -175,7 +179,12 @@ class ValidationImageLogger(L.Callback):
         return logits.argmax(dim=1).tolist()
 
     def _prediction_grid(self, paths: list[str], predicted: list[str], true: list[str]) -> np.ndarray:
-        return render_prediction_grid([self._tile(path) for path in paths], predicted, true)
+        """The grid of these captions, drawn again only when they differ from the last grid's."""
+        key = (tuple(paths), tuple(predicted), tuple(true))
+        if self._last_grid is None or self._last_grid[0] != key:
+            grid = render_prediction_grid([self._tile(path) for path in paths], predicted, true)
+            self._last_grid = (key, grid)
+        return self._last_grid[1]
 
     def _tile(self, path: str) -> Image.Image:
         """The image at ``path`` at grid-tile size, read once (the sample is the same every epoch)."""
