@@ -143,8 +143,9 @@ class ClassifierModule(TransferModule):
         """Update and log loss, accuracy (and macro F1 outside training) for ``stage``."""
         preds = logits.argmax(dim=1)
         loss_metric, acc = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
-        loss_metric(loss.detach(), weight=y.numel())
-        acc(preds, y)
+        # update(), not a call: a call also computes the value of this batch, which is logged per epoch only
+        loss_metric.update(loss.detach(), weight=y.numel())
+        acc.update(preds, y)
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=True)
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
@@ -152,7 +153,7 @@ class ClassifierModule(TransferModule):
             self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
         else:
             f1 = getattr(self, f"{stage}_f1")
-            f1(preds, y)
+            f1.update(preds, y)
             self.log(f"{stage}/f1_macro", f1, on_step=False, on_epoch=True)
         if stage == "val":
             self.val_confusion.update(preds, y)

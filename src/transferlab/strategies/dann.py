@@ -260,8 +260,8 @@ class DANNClassifier(ClassifierModule):
         loss = F.cross_entropy(
             logits, source_y, weight=self.class_weights, label_smoothing=self.label_smoothing
         )
-        self.train_loss(loss.detach(), weight=count)
-        self.train_acc(logits.argmax(dim=1), source_y)
+        self.train_loss.update(loss.detach(), weight=count)
+        self.train_acc.update(logits.argmax(dim=1), source_y)
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
@@ -277,8 +277,8 @@ class DANNClassifier(ClassifierModule):
             ]
         )
         domain_loss = F.cross_entropy(domain_logits, domain_labels)
-        self.train_domain_loss(domain_loss.detach(), weight=len(domain_labels))
-        self.train_domain_acc(domain_logits.argmax(dim=1), domain_labels)
+        self.train_domain_loss.update(domain_loss.detach(), weight=len(domain_labels))
+        self.train_domain_acc.update(domain_logits.argmax(dim=1), domain_labels)
         self.log("train/lambda", coefficient, on_step=True, on_epoch=False)
         self.log("train/domain_loss", self.train_domain_loss, on_step=False, on_epoch=True)
         self.log("train/domain_acc", self.train_domain_acc, on_step=False, on_epoch=True)
