@@ -16,6 +16,7 @@ from transferlab.strategies.loading import load_module_from_checkpoint, read_che
 from transferlab.utils.cli import print_config_tree, run_task
 from transferlab.utils.instantiate import instantiate_loggers
 from transferlab.utils.paths import CONF_DIR
+from transferlab.utils.quick_exit import exit_when_done
 from transferlab.utils.run_summary import print_run_summary, scalar_metrics
 
 log = logging.getLogger(__name__)
@@ -72,5 +73,8 @@ def main(cfg: DictConfig) -> None:
     run_task(evaluate, cfg)
 
 
+# the console script: main, then a quick exit (see exit_when_done)
+cli = exit_when_done(main)
+
 if __name__ == "__main__":
-    main()
+    cli()

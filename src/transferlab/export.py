@@ -26,6 +26,7 @@ from transferlab.strategies.loading import load_module_from_checkpoint
 from transferlab.utils.atomic import atomic_path, write_json_atomically
 from transferlab.utils.cli import print_config_tree, run_task
 from transferlab.utils.paths import CONF_DIR
+from transferlab.utils.quick_exit import exit_when_done
 
 log = logging.getLogger(__name__)
 
@@ -229,5 +230,8 @@ def main(cfg: DictConfig) -> None:
     run_task(export, cfg)
 
 
+# the console script: main, then a quick exit (see exit_when_done)
+cli = exit_when_done(main)
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -31,6 +31,7 @@ from transferlab.utils.atomic import torch_save_atomically
 from transferlab.utils.cli import print_config_tree, run_task
 from transferlab.utils.config import to_container
 from transferlab.utils.paths import CONF_DIR
+from transferlab.utils.quick_exit import exit_when_done
 
 log = logging.getLogger(__name__)
 
@@ -223,5 +224,8 @@ def main(cfg: DictConfig) -> None:
     run_task(extract, cfg)
 
 
+# the console script: main, then a quick exit (see exit_when_done)
+cli = exit_when_done(main)
+
 if __name__ == "__main__":
-    main()
+    cli()

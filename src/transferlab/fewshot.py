@@ -45,6 +45,7 @@ from transferlab.utils.atomic import write_atomically
 from transferlab.utils.cli import print_config_tree, run_task
 from transferlab.utils.config import to_container
 from transferlab.utils.paths import CONF_DIR
+from transferlab.utils.quick_exit import exit_when_done
 
 CSV_COLUMNS = ("path", "predicted_class", "probability")
 log = logging.getLogger(__name__)
@@ -255,5 +256,8 @@ def main(cfg: DictConfig) -> None:
     run_task(fewshot, cfg)
 
 
+# the console script: main, then a quick exit (see exit_when_done)
+cli = exit_when_done(main)
+
 if __name__ == "__main__":
-    main()
+    cli()

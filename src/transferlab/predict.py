@@ -24,6 +24,7 @@ from transferlab.errors import UserError
 from transferlab.strategies.loading import load_module_from_checkpoint
 from transferlab.utils.cli import print_config_tree, run_task
 from transferlab.utils.paths import CONF_DIR
+from transferlab.utils.quick_exit import exit_when_done
 
 CSV_COLUMNS = ("path", "predicted_class", "probability")
 log = logging.getLogger(__name__)
@@ -110,5 +111,8 @@ def main(cfg: DictConfig) -> None:
     run_task(predict, cfg)
 
 
+# the console script: main, then a quick exit (see exit_when_done)
+cli = exit_when_done(main)
+
 if __name__ == "__main__":
-    main()
+    cli()

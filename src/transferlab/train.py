@@ -19,6 +19,7 @@ from transferlab.utils.config import to_container
 from transferlab.utils.hparams import log_final_hparams
 from transferlab.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from transferlab.utils.paths import CONF_DIR
+from transferlab.utils.quick_exit import exit_when_done
 from transferlab.utils.run_summary import print_run_summary, scalar_metrics, write_metrics
 
 log = logging.getLogger(__name__)
@@ -120,5 +121,8 @@ def main(cfg: DictConfig) -> float | None:
     return metrics.get(optimized) if optimized else None
 
 
+# the console script: main, then a quick exit (see exit_when_done)
+cli = exit_when_done(main)
+
 if __name__ == "__main__":
-    main()
+    cli()
