@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import lightning as L
@@ -226,7 +227,9 @@ class PrototypeModule(TransferModule):
         return loss
 
 
-def test_module_without_class_names_round_trips_through_its_checkpoint(tmp_path: Path) -> None:
+def test_module_without_class_names_round_trips_through_its_checkpoint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     torch.manual_seed(0)
     module = PrototypeModule(BACKBONE, ADAMW, lr=0.02)
     assert module.class_names is None
@@ -238,7 +241,13 @@ def test_module_without_class_names_round_trips_through_its_checkpoint(tmp_path:
     saved = torch.load(path, weights_only=True)  # plain containers only
     assert saved[CHECKPOINT_KEY]["module"] == f"{__name__}.PrototypeModule"
     assert "class_names" not in saved[CHECKPOINT_KEY] and saved[CHECKPOINT_KEY]["preprocessing"]
-    loaded = load_module_from_checkpoint(path)
+    caplog.clear()  # the module built above did start from random weights
+    with caplog.at_level(logging.INFO, logger="transferlab"):
+        loaded = load_module_from_checkpoint(path)
+    # The backbone is built empty and filled from the checkpoint: no "random initialisation" notice.
+    notices = [record.getMessage() for record in caplog.records]
+    assert not any("random initialisation" in notice for notice in notices), notices
+    assert any(f"with all its weights from {path}" in notice for notice in notices), notices
     assert type(loaded) is PrototypeModule and loaded.class_names is None and not loaded.training
     assert loaded.hparams.lr == 0.02
     x = torch.randn(4, 3, 16, 16)

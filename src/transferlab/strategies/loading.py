@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import importlib
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from transferlab.errors import UserError
 from transferlab.strategies.base import CHECKPOINT_KEY, TransferModule
 from transferlab.utils.safe_load import safe_torch_load
+
+log = logging.getLogger(__name__)
 
 # Hyperparameters renamed since earlier checkpoints were written: old name -> new name.
 RENAMED_HPARAMS = {"frozen_bn_eval": "frozen_blocks_eval", "freeze_batchnorm": "freeze_bn_stats"}
@@ -42,9 +47,31 @@ def load_module_from_checkpoint(path: str | Path) -> TransferModule:
         )
     hparams = {RENAMED_HPARAMS.get(k, k): v for k, v in checkpoint.get("hyper_parameters", {}).items()}
     hparams["backbone"] = {**hparams["backbone"], "weights": "none"}
-    module = cls(**hparams)
+    with _without_random_initialisation_notice():
+        module = cls(**hparams)
     module.load_state_dict(checkpoint["state_dict"])
+    log.info(
+        "Loaded %s (backbone %s) with all its weights from %s.",
+        cls.__name__,
+        hparams["backbone"]["name"],
+        path,
+    )
     return module.eval()
+
+
+@contextmanager
+def _without_random_initialisation_notice() -> Iterator[None]:
+    """Drop the backbone builder's "random initialisation" notice: the checkpoint's weights replace them."""
+    build_log = logging.getLogger("transferlab.backbones.build")
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "random initialisation" not in record.getMessage()
+
+    build_log.addFilter(keep)
+    try:
+        yield
+    finally:
+        build_log.removeFilter(keep)
 
 
 def _strategy_class(module_path: str) -> type[TransferModule] | None:
