@@ -93,9 +93,17 @@ def train_config(tiny_data: Path, tmp_path: Path) -> Callable[..., DictConfig]:
     return make
 
 
-def run_cli(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """Run an entry point as a user would (``python -m transferlab.train ...``) and capture its output."""
+def run_cli(module: str, *args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run an entry point as a user would (``python -m transferlab.train ...``) and capture its output.
+
+    The capture ends when every process holding the output pipes has ended (children included).
+    """
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "0"}
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )

@@ -64,3 +64,25 @@ def test_console_scripts_are_the_quick_exit_wrappers() -> None:
         if ep.name.startswith("transferlab-")
     }
     assert scripts and all(value.endswith(":cli") for value in scripts.values()), scripts
+
+
+POOL_SCRIPT = textwrap.dedent(
+    """
+    from joblib.externals.loky import get_reusable_executor
+    from transferlab.utils.quick_exit import exit_when_done
+
+    def main():
+        # The parallel launcher's pool: its idle workers wait 300 s for more jobs unless shut down at exit.
+        print(get_reusable_executor(max_workers=2).submit(sum, [1, 2]).result())
+
+    exit_when_done(main)()
+    """
+)
+
+
+def test_the_parallel_launchers_process_pool_is_shut_down_at_exit() -> None:
+    # The workers inherit stdout: the output pipe closes only when they are gone too, so a lingering pool
+    # makes capture_output wait (300 s) and hit the timeout.
+    result = subprocess.run([sys.executable, "-c", POOL_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "3"

@@ -94,7 +94,8 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes_with_loader_workers(
     tiny_data: Path, tmp_path: Path
 ) -> None:
     # The README's command with the shipped data.num_workers=2: each job (a loky worker process) starts
-    # loader worker processes of its own.
+    # loader worker processes of its own. The pool is shut down when the command ends: idle workers that
+    # linger (300 s) hold the output pipe, so the capture would run into the timeout.
     sweep_dir = tmp_path / "joblib"
     result = run_cli(
         "transferlab.train",
@@ -106,6 +107,7 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes_with_loader_workers(
         f"data.root={tiny_data}",
         f"hydra.sweep.dir={sweep_dir}",
         cwd=tmp_path,
+        timeout=280,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
