@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics import MaxMetric, MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from transferlab.errors import UserError
@@ -140,29 +140,57 @@ class ClassifierModule(TransferModule):
     def log_classification(
         self, stage: str, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor
     ) -> None:
-        """Update and log loss, accuracy (and macro F1 outside training) for ``stage``."""
+        """Update loss, accuracy (and macro F1 and the confusion matrix outside training) for ``stage``.
+
+        Only the training loss of the step is logged here; the epoch values are computed and logged once,
+        at the end of the epoch (``log_classification_epoch``): logging a metric object in every step costs
+        Lightning about 1 ms of bookkeeping per call, most of a step of a head on cached features.
+        """
         preds = logits.argmax(dim=1)
-        loss_metric, acc = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_acc")
-        # update(), not a call: a call also computes the value of this batch, which is logged per epoch only
-        loss_metric.update(loss.detach(), weight=y.numel())
-        acc.update(preds, y)
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=True)
-        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True)
-        if on_step:
+        getattr(self, f"{stage}_loss").update(loss.detach(), weight=y.numel())
+        getattr(self, f"{stage}_acc").update(preds, y)
+        if stage == "train":
             self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
-        else:
-            f1 = getattr(self, f"{stage}_f1")
-            f1.update(preds, y)
-            self.log(f"{stage}/f1_macro", f1, on_step=False, on_epoch=True)
+            return
+        getattr(self, f"{stage}_f1").update(preds, y)
         if stage == "val":
             self.val_confusion.update(preds, y)
+
+    def log_epoch_metrics(self, metrics: Mapping[str, Metric], prog_bar: Sequence[str] = ()) -> None:
+        """Compute, log under its name and reset each metric updated this epoch (the others are reset).
+
+        The metrics gather the updates of every process when they compute, so each rank logs the same
+        value.
+        """
+        for name, metric in metrics.items():
+            if metric.update_count:
+                self.log(name, metric.compute(), prog_bar=name in prog_bar, sync_dist=True)
+            metric.reset()
+
+    def log_classification_epoch(self, stage: str) -> None:
+        """``log_epoch_metrics`` of ``{stage}/loss``, ``{stage}/acc`` (and ``{stage}/f1_macro`` outside
+        training)."""
+        metrics = {f"{stage}/loss": getattr(self, f"{stage}_loss")}
+        metrics[f"{stage}/acc"] = getattr(self, f"{stage}_acc")
+        if stage != "train":
+            metrics[f"{stage}/f1_macro"] = getattr(self, f"{stage}_f1")
+        self.log_epoch_metrics(metrics, prog_bar=(f"{stage}/loss", f"{stage}/acc"))
+
+    def on_train_epoch_end(self) -> None:
+        self.log_classification_epoch("train")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_classification_epoch("test")
 
     def on_validation_epoch_end(self) -> None:
         # Read by the image-logging callback (rows: true class, columns: predicted class).
         self.last_val_confusion = self.val_confusion.compute().cpu()
         self.val_confusion.reset()
         if self.trainer.sanity_checking:  # the sanity check must not count towards the best accuracy
+            for metric in (self.val_loss, self.val_acc, self.val_f1):
+                metric.reset()
             return
-        self.val_acc_best(self.val_acc.compute())
+        accuracy = self.val_acc.compute()
+        self.log_classification_epoch("val")
+        self.val_acc_best(accuracy)
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)

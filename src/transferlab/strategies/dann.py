@@ -260,10 +260,9 @@ class DANNClassifier(ClassifierModule):
         loss = F.cross_entropy(
             logits, source_y, weight=self.class_weights, label_smoothing=self.label_smoothing
         )
+        # Epoch values are logged in on_train_epoch_end (ClassifierModule.log_classification_epoch).
         self.train_loss.update(loss.detach(), weight=count)
         self.train_acc.update(logits.argmax(dim=1), source_y)
-        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
         if not self.adversarial:
             return loss
@@ -280,9 +279,14 @@ class DANNClassifier(ClassifierModule):
         self.train_domain_loss.update(domain_loss.detach(), weight=len(domain_labels))
         self.train_domain_acc.update(domain_logits.argmax(dim=1), domain_labels)
         self.log("train/lambda", coefficient, on_step=True, on_epoch=False)
-        self.log("train/domain_loss", self.train_domain_loss, on_step=False, on_epoch=True)
-        self.log("train/domain_acc", self.train_domain_acc, on_step=False, on_epoch=True)
         return loss + self.domain_loss_weight * domain_loss
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        if self.adversarial:
+            self.log_epoch_metrics(
+                {"train/domain_loss": self.train_domain_loss, "train/domain_acc": self.train_domain_acc}
+            )
 
     # ----------------------------------------------------------------- evaluation
     def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
