@@ -166,8 +166,11 @@ class ValidationImageLogger(L.Callback):
     @torch.no_grad()
     def _predict(self, pl_module: L.LightningModule, samples: Sequence[tuple[str, int]]) -> list[int]:
         """The predicted class index of each of ``samples``."""
+        # Called at the end of validation, where the module is in eval mode already: switching the modes
+        # of every layer of a backbone twice would cost more than a prediction on cached features.
         was_training = pl_module.training
-        pl_module.eval()
+        if was_training:
+            pl_module.eval()
         # A module training on cached features predicts from them, without running its backbone again.
         sample_logits = getattr(pl_module, "sample_logits", None)
         logits = sample_logits(samples) if sample_logits is not None else None
@@ -175,7 +178,8 @@ class ValidationImageLogger(L.Callback):
             transform = build_eval_transform(pl_module.preprocessing)
             images = torch.stack([transform(load_rgb(path)) for path, _ in samples])
             logits = pl_module(images.to(pl_module.device))
-        pl_module.train(was_training)
+        if was_training:
+            pl_module.train()
         return logits.argmax(dim=1).tolist()
 
     def _prediction_grid(self, paths: list[str], predicted: list[str], true: list[str]) -> np.ndarray:
