@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +91,9 @@ def test_unknown_format_is_one_clear_message(checkpoint: Path, tmp_path: Path) -
         export(cfg)
 
 
-def test_efficientnet_lite0_same_padding_exports_to_onnx(tmp_path: Path) -> None:
+def test_efficientnet_lite0_same_padding_exports_to_onnx(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     import onnxruntime  # noqa: F401  (skip nothing: the export extra is part of the dev environment)
 
     torch.manual_seed(0)
@@ -105,8 +108,13 @@ def test_efficientnet_lite0_same_padding_exports_to_onnx(tmp_path: Path) -> None
             bn.running_mean.uniform_(-0.5, 0.5)
             bn.running_var.uniform_(0.5, 2.0)
     output = tmp_path / "lite0.onnx"
-    sidecar = export_model(module, module.preprocessing, module.class_names, "onnx", output)
+    with caplog.at_level(logging.INFO):
+        sidecar = export_model(module, module.preprocessing, module.class_names, "onnx", output)
     assert sidecar["input"]["shape"] == ["batch", 3, 64, 64]
+    # The exporter's libraries log each graph pass at INFO (about 70 lines); the command shows warnings only.
+    chatter = [r for r in caplog.records if r.name.startswith(("onnx_ir", "onnxscript")) and r.levelno < 30]
+    assert not chatter, chatter[:3]
+    assert logging.getLogger("onnx_ir").level == logging.NOTSET  # restored after the export
 
     images = torch.randn(4, 3, 64, 64)
     with torch.no_grad():

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
+# Libraries of the ONNX exporter that log each step of their graph passes at INFO (about 70 lines a model).
+ONNX_EXPORTER_LOGGERS = ("onnx_ir", "onnxscript")
 # Exported and PyTorch logits may differ by float rounding only; more means a wrong export.
 TOLERANCE = 1e-4
 # Example batch for tracing: 2, not 1, so that no exporter treats the batch dimension as a constant 1.
@@ -67,23 +70,38 @@ def deployable(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
+@contextmanager
+def _warnings_only(names: tuple[str, ...]) -> Iterator[None]:
+    """Inside the block the loggers ``names`` pass warnings and errors only (levels restored after)."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def export_onnx(model: nn.Module, example: Tensor, output: Path) -> None:
     """Write ``model`` as ONNX with a dynamic batch dimension (torch.export based exporter)."""
     _require("onnx", "onnxscript")
     batch = torch.export.Dim("batch", min=1)
-    torch.onnx.export(
-        model,
-        (example,),
-        str(output),
-        input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
-        dynamic_shapes=({0: batch},),
-        dynamo=True,
-        # One self-contained file (weights inside, fine below ONNX's 2 GB limit): external data would be
-        # named after the temporary file and lost when it is renamed into place.
-        external_data=False,
-        verbose=False,
-    )
+    with _warnings_only(ONNX_EXPORTER_LOGGERS):
+        torch.onnx.export(
+            model,
+            (example,),
+            str(output),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: batch},),
+            dynamo=True,
+            # One self-contained file (weights inside, fine below ONNX's 2 GB limit): external data would
+            # be named after the temporary file and lost when it is renamed into place.
+            external_data=False,
+            verbose=False,
+        )
 
 
 def export_torchscript(model: nn.Module, example: Tensor, output: Path) -> None:
