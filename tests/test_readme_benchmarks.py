@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from benchmarks._target import BELOW_TARGET
 
+from benchmarks._target import BELOW_TARGET
 from tests.conftest import ROOT
 from tests.helpers.readme_commands import ReadmeCommand, readme_commands
 

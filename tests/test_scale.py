@@ -13,12 +13,12 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from benchmarks._target import BELOW_TARGET
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import open_dict, read_write
 
+from benchmarks._target import BELOW_TARGET
 from tests.conftest import CONF_DIR, FAST_OVERRIDES, compose_config, run_cli
 from transferlab.callbacks import PerformanceTuning
 from transferlab.train import train
