@@ -190,7 +190,6 @@ class ClassifierModule(TransferModule):
             for metric in (self.val_loss, self.val_acc, self.val_f1):
                 metric.reset()
             return
-        accuracy = self.val_acc.compute()
+        self.val_acc_best(self.val_acc.compute())  # before log_classification_epoch resets val_acc
         self.log_classification_epoch("val")
-        self.val_acc_best(accuracy)
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)

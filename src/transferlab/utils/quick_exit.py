@@ -19,8 +19,7 @@ def exit_when_done(main: Callable[[], object]) -> Callable[[], NoReturn]:
     skips it: it does what a normal exit does first (waits for the threads that are not daemons, runs the
     threads' exit hooks, which stop process pools such as the parallel launcher's workers, then the
     ``atexit`` handlers: log files, loader processes), flushes stdout and stderr, and exits with ``main``'s
-    status. An exception other than ``SystemExit`` takes the usual way
-    out, with its traceback.
+    status. An exception other than ``SystemExit`` takes the usual way out, with its traceback.
     """
 
     @functools.wraps(main)
