@@ -19,11 +19,12 @@ ADAMW = {"_target_": "torch.optim.AdamW", "_partial_": True}
 
 
 class RecordingLogger(Logger):
-    """Keeps every logged value: ``values[name]`` in the order they were logged."""
+    """Keeps every logged value and its step: ``values[name]``, ``steps[name]``, in the order logged."""
 
     def __init__(self) -> None:
         super().__init__()
         self.values: dict[str, list[float]] = defaultdict(list)
+        self.steps: dict[str, list[int | None]] = defaultdict(list)
 
     @property
     def name(self) -> str:
@@ -39,6 +40,7 @@ class RecordingLogger(Logger):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         for name, value in metrics.items():
             self.values[name].append(float(value))
+            self.steps[name].append(step)
 
 
 class RecordingClassifier(FineTuneClassifier):
@@ -68,6 +70,13 @@ class RecordingClassifier(FineTuneClassifier):
         self.correct[phase, self.current_epoch].append(logits.argmax(dim=1) == y)
         self.losses[phase, self.current_epoch].append((float(loss.detach()), len(y)))
         super().log_classification(stage, loss, logits, y)
+
+
+class LoggingEveryStep(RecordingClassifier):
+    """Logs the step loss in every training step, whether or not the loggers write that step."""
+
+    def log_step_loss(self, loss: torch.Tensor, **kwargs: Any) -> None:
+        self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, **kwargs)
 
 
 def _loader(n: int, seed: int) -> DataLoader:
@@ -106,3 +115,30 @@ def test_epoch_metrics_are_those_of_the_epochs_own_batches(tmp_path: Path) -> No
     assert logger.values["val/acc_best"] == pytest.approx(
         [max(logger.values["val/acc"][: i + 1]) for i in range(3)], abs=1e-6
     )
+
+
+def test_the_step_loss_is_logged_only_on_the_steps_the_loggers_write(tmp_path: Path) -> None:
+    runs = {}
+    for module_class in (RecordingClassifier, LoggingEveryStep):
+        torch.manual_seed(0)
+        module = module_class(
+            backbone=BACKBONE, class_names=["a", "b", "c"], optimizer=ADAMW, scheduler=None, lr=0.05
+        )
+        logger = RecordingLogger()
+        trainer = L.Trainer(
+            max_epochs=3, accelerator="cpu", logger=logger, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+            log_every_n_steps=4, default_root_dir=tmp_path / module_class.__name__,
+        )  # fmt: skip
+        trainer.fit(module, _loader(40, seed=1), _loader(24, seed=2))
+        runs[module_class] = (logger, module.logs_per_training_step, trainer.callback_metrics)
+
+    logger, calls, callback_metrics = runs[RecordingClassifier]
+    every_step_logger, every_step_calls, _ = runs[LoggingEveryStep]
+    # The loggers get the same step losses at the same steps (every 4th of the 15 steps) ...
+    assert logger.steps["train/loss_step"] == every_step_logger.steps["train/loss_step"] == [3, 7, 11]
+    assert logger.values["train/loss_step"] == pytest.approx(every_step_logger.values["train/loss_step"])
+    assert callback_metrics["train/loss_step"].item() == pytest.approx(logger.values["train/loss_step"][-1])
+    # ... from one log call on each of those steps instead of one in every step.
+    assert calls == [1 if (step + 1) % 4 == 0 else 0 for step in range(15)]
+    assert every_step_calls == [1] * 15

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from torch import nn
 
@@ -218,6 +219,21 @@ class TransferModule(L.LightningModule):
         total_steps = int(self.trainer.estimated_stepping_batches)
         scheduler = instantiate(self.scheduler_cfg)(optimizer, total_steps=total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ----------------------------------------------------------------- logging
+    def log_step_loss(self, loss: torch.Tensor, **kwargs: Any) -> None:
+        """Log ``train/loss_step`` on the training steps whose values reach the loggers.
+
+        Lightning writes step values every ``trainer.log_every_n_steps`` steps (and at the last step), but
+        each ``self.log`` call costs its bookkeeping, about a millisecond: as much as a whole step of a
+        head on cached features. So the loss is logged only on the steps Lightning writes, found as its own
+        ``LearningRateMonitor`` finds them: the loggers get the same values at the same steps, and
+        ``trainer.callback_metrics["train/loss_step"]`` holds the loss of the last step written.
+        ``kwargs`` go to ``self.log``. Outside a trainer (a step called on its own) nothing is logged.
+        """
+        trainer = self._trainer
+        if trainer is not None and (trainer._logger_connector.should_update_logs or trainer.fast_dev_run):
+            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, **kwargs)
 
     # ----------------------------------------------------------------- checkpoints
     @property

@@ -142,15 +142,16 @@ class ClassifierModule(TransferModule):
     ) -> None:
         """Update loss, accuracy (and macro F1 and the confusion matrix outside training) for ``stage``.
 
-        Only the training loss of the step is logged here; the epoch values are computed and logged once,
-        at the end of the epoch (``log_classification_epoch``): logging a metric object in every step costs
-        Lightning about 1 ms of bookkeeping per call, most of a step of a head on cached features.
+        Only the training loss of the step is logged here (:meth:`log_step_loss`); the epoch values are
+        computed and logged once, at the end of the epoch (``log_classification_epoch``): logging a metric
+        object in every step costs Lightning about 1 ms of bookkeeping per call, most of a step of a head
+        on cached features.
         """
         preds = logits.argmax(dim=1)
         getattr(self, f"{stage}_loss").update(loss.detach(), weight=y.numel())
         getattr(self, f"{stage}_acc").update(preds, y)
         if stage == "train":
-            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
+            self.log_step_loss(loss)
             return
         getattr(self, f"{stage}_f1").update(preds, y)
         if stage == "val":

@@ -263,7 +263,7 @@ class DANNClassifier(ClassifierModule):
         # Epoch values are logged in on_train_epoch_end (ClassifierModule.log_classification_epoch).
         self.train_loss.update(loss.detach(), weight=count)
         self.train_acc.update(logits.argmax(dim=1), source_y)
-        self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False)
+        self.log_step_loss(loss)
         if not self.adversarial:
             return loss
         coefficient = self.current_reversal_coefficient()

@@ -287,7 +287,7 @@ class ProtoNetModule(TransferModule):
         }
         self.log("train/loss", loss.detach(), **epoch_mean)
         self.log("train/acc", accuracy, **epoch_mean)
-        self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, batch_size=1)
+        self.log_step_loss(loss, batch_size=1)
         return loss
 
     def validation_step(self, episode: Episode, batch_idx: int) -> None:
