@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from PIL import Image
+from PIL import Image, ImageDraw
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from transferlab.callbacks.confusion_matrix import ConfusionMatrixRenderer
@@ -108,6 +108,26 @@ def test_matrix_renderer_draws_what_the_full_figure_draws() -> None:
                 assert 0.6 * full_ink <= ink <= 1.6 * full_ink, (i, j)  # the count, at about the same size
                 assert np.abs(centre - full_centre).max() <= 3.0, (i, j)  # ... and in the same place
     assert renderer.render(matrix) is renderer.render(matrix.clone())  # the same matrix is not redrawn
+
+
+def test_matrix_renderer_prints_counts_as_pillow_draws_them() -> None:
+    renderer = ConfusionMatrixRenderer(["cat", "dog", "bird"])
+    renderer.render(np.ones((3, 3), dtype=np.int64))  # lays out the frame and loads the font
+    renderer._glyphs.clear()
+    background = np.random.default_rng(0).integers(0, 256, (60, 200, 3), dtype=np.uint8)
+    for text, x, y, colour in [("0", 20.5, 40.0, "black"), ("7", 50.25, 41.75, "white"),
+                               ("123", 100.0, 39.4, "black"), ("40512", 160.75, 45.5, "white")]:  # fmt: skip
+        ours = background.copy()
+        renderer._print(ours, text, x, y, colour)
+        pillow = Image.fromarray(background.copy())
+        left, _, right, _ = renderer._font.getbbox(text, anchor="ls")
+        ImageDraw.Draw(pillow).text(
+            (x - (left + right) / 2, y), text, fill=colour, font=renderer._font, anchor="ls"
+        )
+        assert (ours != background).any()
+        assert (ours == np.asarray(pillow)).all(), text
+    renderer._print(background.copy(), "7", 10.25, 30.75, "black")  # as "7" above, one pixel over
+    assert len(renderer._glyphs) == 4  # rendered once for each text and pixel fractions
 
 
 def test_prediction_grid_has_one_tile_per_image() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -12,6 +13,8 @@ from matplotlib.font_manager import FontProperties, findfont
 from PIL import Image, ImageDraw, ImageFont
 
 DPI = 100
+# rendered counts a ConfusionMatrixRenderer keeps (by text and pixel fractions): 10 MB at most
+MAX_CACHED_GLYPHS = 10_000
 
 
 def confusion_matrix_figure(
@@ -64,9 +67,10 @@ class ConfusionMatrixRenderer:
     Laying out and drawing the class names, ticks, titles and colour bar is most of the cost of a full
     draw, and none of them changes from one matrix to the next. So matplotlib lays out and draws that frame
     once; each picture then starts from a copy of it, fills the cells with their colour-map colours (numpy)
-    and prints the counts with Pillow in matplotlib's own font at matplotlib's positions. The picture
-    differs from a full draw only in the anti-aliasing of the counts (tested). A matrix equal to the
-    previous one gives the previous picture.
+    and prints the counts with Pillow in matplotlib's own font at matplotlib's positions. Pillow renders
+    each count text once per position; numpy blends it in, with the pixels Pillow's ``ImageDraw.text``
+    gives (tested). The picture differs from a full draw only in the anti-aliasing of the counts (tested).
+    A matrix equal to the previous one gives the previous picture.
 
     TensorBoard thus gets a matrix after every validation epoch also when an epoch on cached features
     costs a fraction of a second.
@@ -92,23 +96,16 @@ class ConfusionMatrixRenderer:
         shares = _shares(counts)
         picture = self._frame.copy()
         colours = self._image.to_rgba(shares, bytes=True)[..., :3]
-        rows, columns = self._cell_rows, self._cell_columns
-        cells = picture[rows.start : rows.stop, columns.start : columns.stop]
-        painted = colours[self._row_cell[:, None], self._column_cell[None, :]]
-        # The frame's dark lines over the cells' edges, as drawn over white: multiplying puts them over the
-        # cell colours (exact for black lines, and white leaves a colour as it is).
-        cells[...] = (painted.astype(np.uint16) * self._frame_over_cells + 127) // 255
-        if self._count_positions:
-            canvas = Image.fromarray(picture)
-            draw = ImageDraw.Draw(canvas)
+        # Each cell's colour over its pixels (cells are runs of pixel rows and columns, in order) ...
+        painted = np.repeat(np.repeat(colours, self._row_pixels, axis=0), self._column_pixels, axis=1)
+        picture[self._cell_rows, self._cell_columns] = painted
+        # ... under the frame's dark lines over the cells' edges, as drawn over white: multiplying puts them
+        # over the cell colours (exact for black lines; the white elsewhere leaves a colour as it is).
+        lines = painted[self._line_pixels].astype(np.uint16) * self._line_shades
+        picture[self._cell_rows, self._cell_columns][self._line_pixels] = (lines + 127) // 255
+        if self._count_positions:  # none when the cells are too small to hold their counts
             for (x, y), count, share in zip(self._count_positions, counts.flat, shares.flat, strict=True):
-                text = str(count)
-                # matplotlib centres a text's inked box: so does this, with the box Pillow finds.
-                left, _, right, _ = self._font.getbbox(text, anchor="ls")
-                draw.text(
-                    (x - (left + right) / 2, y), text, fill=_count_colour(share), font=self._font, anchor="ls"
-                )
-            picture = np.asarray(canvas)
+                self._print(picture, str(count), x, y, _count_colour(share))
         self._last = (counts.tobytes(), picture)
         return picture
 
@@ -122,7 +119,7 @@ class ConfusionMatrixRenderer:
         canvas = self.figure.canvas
         canvas.draw()
         self.figure.set_layout_engine("none")  # the positions found by the constrained layout stay
-        self._frame = np.array(canvas.buffer_rgba())[..., :3]
+        self._frame = np.ascontiguousarray(np.asarray(canvas.buffer_rgba())[..., :3])
         height = self._frame.shape[0]
 
         # Which cell each pixel inside the matrix shows (by the pixel's centre), as imshow maps them.
@@ -138,11 +135,19 @@ class ConfusionMatrixRenderer:
         self._cell_rows = slice(int(inside_rows[0]), int(inside_rows[-1]) + 1)
         self._column_cell = column_of[self._cell_columns].astype(np.int64)
         self._row_cell = row_of[self._cell_rows].astype(np.int64)
-        self._frame_over_cells = self._frame[self._cell_rows, self._cell_columns].astype(np.uint16)
+        if (np.diff(self._row_cell) < 0).any() or (np.diff(self._column_cell) < 0).any():
+            raise RuntimeError("the confusion matrix's cells are not in row and column order")
+        self._row_pixels = np.bincount(self._row_cell, minlength=n)
+        self._column_pixels = np.bincount(self._column_cell, minlength=n)
+        frame_over_cells = self._frame[self._cell_rows, self._cell_columns]
+        self._line_pixels = np.nonzero((frame_over_cells != 255).any(axis=2))
+        self._line_shades = frame_over_cells[self._line_pixels].astype(np.uint16)
 
         # Where matplotlib puts each count: centred across, on the baseline of a box as high as "lp".
         self._count_positions: list[tuple[float, float]] = []
-        self._font = None
+        self._font: ImageFont.FreeTypeFont | None = None
+        self._glyphs: dict[tuple[str, float, float], tuple[np.ndarray, int, int]] = {}  # see _print
+        self._half_widths: dict[str, float] = {}
         if texts:
             properties = texts[0].get_fontproperties()
             size = properties.get_size_in_points() * self.figure.dpi / 72
@@ -153,6 +158,38 @@ class ConfusionMatrixRenderer:
                 text.set_visible(True)  # an invisible text has no extent
                 box = text.get_window_extent(renderer)
                 self._count_positions.append(((box.x0 + box.x1) / 2, height - (box.y0 + descent)))
+
+    def _print(self, picture: np.ndarray, text: str, x: float, y: float, colour: str) -> None:
+        """Print ``text`` into ``picture`` as Pillow's ``ImageDraw.text`` does, its inked box centred across
+        ``x``, on the baseline ``y``; each text is rendered once per position (counts repeat each epoch)."""
+        if text not in self._half_widths:
+            left, _, right, _ = self._font.getbbox(text, anchor="ls")
+            self._half_widths[text] = (left + right) / 2
+        anchor_x = x - self._half_widths[text]
+        # Pillow places a text at the whole pixel below its position and renders the fraction into the
+        # glyphs; so the rendered coverage depends on the text and the fractions only.
+        key = (text, anchor_x % 1, y % 1)
+        if key not in self._glyphs:
+            if len(self._glyphs) >= MAX_CACHED_GLYPHS:
+                self._glyphs.clear()
+                self._half_widths.clear()
+            self._glyphs[key] = self._coverage(text, *key[1:])
+        glyph, pad_x, pad_y = self._glyphs[key]
+        coverage = glyph.astype(np.uint16)
+        row, column = math.floor(y) - pad_y, math.floor(anchor_x) - pad_x
+        box = picture[row : row + coverage.shape[0], column : column + coverage.shape[1]]
+        ink = 255 if colour == "white" else 0
+        box[...] = (ink * coverage + box * (255 - coverage) + 127) // 255
+
+    def _coverage(self, text: str, fraction_x: float, fraction_y: float) -> tuple[np.ndarray, int, int]:
+        """How much of each pixel ``text`` covers (uint8 0-255, HW1) when drawn at these pixel fractions,
+        and the whole-pixel offsets of the drawing position inside that array."""
+        left, top, right, bottom = self._font.getbbox(text, anchor="ls")
+        pad_x, pad_y = max(0, -left) + 2, max(0, -top) + 2
+        mask = Image.new("L", (pad_x + max(right, 0) + 3, pad_y + max(bottom, 0) + 3), 0)
+        position = (pad_x + fraction_x, pad_y + fraction_y)
+        ImageDraw.Draw(mask).text(position, text, fill=255, font=self._font, anchor="ls")
+        return np.asarray(mask)[..., None], pad_x, pad_y
 
 
 def _counts(matrix: torch.Tensor | np.ndarray) -> np.ndarray:
