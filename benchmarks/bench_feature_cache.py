@@ -5,13 +5,14 @@ pretrained EfficientNet-Lite0 at 96 px, shipped settings such as ``data.num_work
 loggers) with 2 and with 6 epochs, cached (``model.feature_cache=true``, the default) and uncached
 (``model.feature_cache=false``). The cost of 4 epochs is the wall time of the 6-epoch run minus that of
 the 2-epoch run: start-up, the one-off cache build and the final checkpoint cancel out. ``test=false``
-skips the test split, which would cancel out too. The four runs alternate over several rounds; the
-ratio is that of the medians. The epoch-to-epoch times inside the long runs (from their TensorBoard event
-times) are printed as well: they carry none of the start-up noise. Besides wall time, the CPU time of
-each command (user + system, its loader workers included) is reported: on a machine shared with other
-jobs it is the steadier of the two. A warm-up run writes the demo data and the cache first.
+skips the test split, which would cancel out too. The four runs alternate over several rounds, every
+other round in the opposite order (so a slow drift of the machine's speed cancels; use an even number of
+rounds); the ratio is that of the medians. The epoch-to-epoch times inside the long runs (from their
+TensorBoard event times) are printed as well: they carry none of the start-up noise. Besides wall time,
+the CPU time of each command (user + system, its loader workers included) is reported: on a machine shared
+with other jobs it is the steadier of the two. A warm-up run writes the demo data and the cache first.
 
-    python benchmarks/bench_feature_cache.py [--rounds 3] [--work DIR] [--epochs 2 6] [OVERRIDE ...]
+    python benchmarks/bench_feature_cache.py [--rounds 4] [--work DIR] [--epochs 2 6] [OVERRIDE ...]
 
 ``--epochs SHORT LONG`` sets the two run lengths (the cost is that of LONG - SHORT epochs); overrides are
 passed to every run (e.g. ``data.demo_per_class={train:4,val:2,test:2}`` to check the script quickly).
@@ -75,9 +76,13 @@ def epoch_intervals(run_dir: Path) -> list[float]:
     return [later - earlier for earlier, later in itertools.pairwise(times)]
 
 
+def _ordered(first: int, second: int, forward: bool) -> tuple[int, int]:
+    return (first, second) if forward else (second, first)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--work", type=Path, help="working folder (default: a new temporary one)")
     parser.add_argument("--epochs", type=int, nargs=2, default=[2, 6], metavar=("SHORT", "LONG"))
     parser.add_argument("overrides", nargs="*", help="config overrides for every run")
@@ -93,10 +98,15 @@ def main() -> None:
     accuracy: dict[bool, list[float]] = {False: [], True: []}
     intervals: dict[bool, list[float]] = {False: [], True: []}  # epoch to epoch, inside the long runs
     for round_index in range(args.rounds):
-        for cached in (False, True):
+        # Every other round runs its commands in the opposite order, so a drift of the machine's speed
+        # (other jobs starting or ending) cancels instead of favouring one of them.
+        forward = round_index % 2 == 0
+        for cached in (False, True) if forward else (True, False):
             name = f"r{round_index}_{cached}"
-            short_wall, short_cpu, _ = run(work, f"{name}_{short}", short, cached, args.overrides)
-            long_wall, long_cpu, acc = run(work, f"{name}_{long}", long, cached, args.overrides)
+            timed = {
+                n: run(work, f"{name}_{n}", n, cached, args.overrides) for n in _ordered(short, long, forward)
+            }
+            (short_wall, short_cpu, _), (long_wall, long_cpu, acc) = timed[short], timed[long]
             intervals[cached] += epoch_intervals(work / "runs" / f"{name}_{long}")
             costs["wall", cached].append(long_wall - short_wall)
             costs["cpu", cached].append(long_cpu - short_cpu)
