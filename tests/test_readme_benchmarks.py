@@ -83,6 +83,8 @@ SHRINK: dict[str, Shrink] = {
             rf"({NUM}x|not measurable) \| {NUM} / {NUM} \|$",
             rf"^epoch to epoch inside the 2-epoch runs \(median of 1 / 1 intervals.*: no cache {NUM} s / "
             rf"cache {NUM} s: {NUM}x$",
+            rf"^after start-up .*\(2 - 1 epochs\) / 1, median: no cache {NUM} s / cache {NUM} s: "
+            rf"({NUM}x|not measurable)$",
         ),
     ),
     "bench_dann_step.py": Shrink(
