@@ -85,18 +85,26 @@ def _loader(n: int, seed: int) -> DataLoader:
     return DataLoader(TensorDataset(images, labels), batch_size=8)
 
 
-def test_epoch_metrics_are_those_of_the_epochs_own_batches(tmp_path: Path) -> None:
+def _fit(
+    module_class: type[RecordingClassifier], root: Path, log_every_n_steps: int, sanity_steps: int
+) -> tuple[RecordingClassifier, RecordingLogger, L.Trainer]:
+    """Fit a fresh 3-class module (seed 0) for 3 epochs of 5 training and 3 validation batches."""
     torch.manual_seed(0)
-    module = RecordingClassifier(
+    module = module_class(
         backbone=BACKBONE, class_names=["a", "b", "c"], optimizer=ADAMW, scheduler=None, lr=0.05
     )
     logger = RecordingLogger()
     trainer = L.Trainer(
         max_epochs=3, accelerator="cpu", logger=logger, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=1,
-        log_every_n_steps=1, default_root_dir=tmp_path,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=sanity_steps,
+        log_every_n_steps=log_every_n_steps, default_root_dir=root,
     )  # fmt: skip
     trainer.fit(module, _loader(40, seed=1), _loader(24, seed=2))
+    return module, logger, trainer
+
+
+def test_epoch_metrics_are_those_of_the_epochs_own_batches(tmp_path: Path) -> None:
+    module, logger, _ = _fit(RecordingClassifier, tmp_path, log_every_n_steps=1, sanity_steps=1)
 
     # Each step logs its loss only; the epoch values are logged at the end of the epoch.
     assert module.logs_per_training_step == [1] * 15
@@ -120,17 +128,7 @@ def test_epoch_metrics_are_those_of_the_epochs_own_batches(tmp_path: Path) -> No
 def test_the_step_loss_is_logged_only_on_the_steps_the_loggers_write(tmp_path: Path) -> None:
     runs = {}
     for module_class in (RecordingClassifier, LoggingEveryStep):
-        torch.manual_seed(0)
-        module = module_class(
-            backbone=BACKBONE, class_names=["a", "b", "c"], optimizer=ADAMW, scheduler=None, lr=0.05
-        )
-        logger = RecordingLogger()
-        trainer = L.Trainer(
-            max_epochs=3, accelerator="cpu", logger=logger, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-            log_every_n_steps=4, default_root_dir=tmp_path / module_class.__name__,
-        )  # fmt: skip
-        trainer.fit(module, _loader(40, seed=1), _loader(24, seed=2))
+        module, logger, trainer = _fit(module_class, tmp_path / module_class.__name__, 4, sanity_steps=0)
         runs[module_class] = (logger, module.logs_per_training_step, trainer.callback_metrics)
 
     logger, calls, callback_metrics = runs[RecordingClassifier]
