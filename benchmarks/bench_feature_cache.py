@@ -90,10 +90,6 @@ def epoch_intervals(run_dir: Path) -> list[float]:
     return [later - earlier for earlier, later in itertools.pairwise(times)]
 
 
-def _ordered(first: int, second: int, forward: bool) -> tuple[int, int]:
-    return (first, second) if forward else (second, first)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4)
@@ -119,9 +115,8 @@ def main() -> None:
         forward = round_index % 2 == 0
         for cached in (False, True) if forward else (True, False):
             name = f"r{round_index}_{cached}"
-            timed = {
-                n: run(work, f"{name}_{n}", n, cached, args.overrides) for n in _ordered(short, long, forward)
-            }
+            lengths = (short, long) if forward else (long, short)
+            timed = {n: run(work, f"{name}_{n}", n, cached, args.overrides) for n in lengths}
             intervals[cached] += epoch_intervals(work / "runs" / f"{name}_{long}")
             for kind in kinds:
                 costs[kind, cached].append(getattr(timed[long], kind) - getattr(timed[short], kind))

@@ -171,8 +171,7 @@ class ClassifierModule(TransferModule):
     def log_classification_epoch(self, stage: str) -> None:
         """``log_epoch_metrics`` of ``{stage}/loss``, ``{stage}/acc`` (and ``{stage}/f1_macro`` outside
         training)."""
-        metrics = {f"{stage}/loss": getattr(self, f"{stage}_loss")}
-        metrics[f"{stage}/acc"] = getattr(self, f"{stage}_acc")
+        metrics = {f"{stage}/{name}": getattr(self, f"{stage}_{name}") for name in ("loss", "acc")}
         if stage != "train":
             metrics[f"{stage}/f1_macro"] = getattr(self, f"{stage}_f1")
         self.log_epoch_metrics(metrics, prog_bar=(f"{stage}/loss", f"{stage}/acc"))
