@@ -9,6 +9,8 @@ from PIL import Image
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 
+from transferlab.utils.event_checksums import use_fast_event_checksums
+
 # zlib level 3: about half the encoding time of Pillow's default (6) for a few percent more bytes
 PNG_COMPRESS_LEVEL = 3
 
@@ -30,7 +32,9 @@ class PngSummaryWriter:
     ``add_image`` converts every picture to float and back and encodes it at Pillow's default level;
     this writes the uint8 pixels as they are, at :data:`PNG_COMPRESS_LEVEL`, and a picture equal to the
     last one of its tag (the same confusion matrix or predictions as the epoch before) is not encoded
-    again. TensorBoard shows the same pictures either way.
+    again. TensorBoard shows the same pictures either way. The event file's checksums of these large
+    records are computed in C (:func:`~transferlab.utils.event_checksums.use_fast_event_checksums`), not by
+    TensorBoard's pure-Python fallback, which would spend more time on them than a cached epoch costs.
     """
 
     def __init__(self) -> None:
@@ -38,6 +42,7 @@ class PngSummaryWriter:
 
     def add(self, writer: SummaryWriter, tag: str, picture: np.ndarray, step: int) -> None:
         """Add ``picture`` (HWC uint8) under ``tag`` at ``step``."""
+        use_fast_event_checksums()  # on each call: a callback unpickled in a spawned process ran no __init__
         if picture.ndim == 2:
             picture = picture[:, :, None]
         last = self._last.get(tag)
