@@ -2,7 +2,8 @@
 
 A reader (or a crash, or a full disk) never sees half a file: the target holds either its old content or
 the new one, as the rename is atomic on POSIX file systems. Every writer of records, checkpoints, features
-and exported models goes through :func:`atomic_path`.
+and exported models goes through :func:`atomic_path`. A large file that is replaced is freed on a
+background thread, not inside the rename (:mod:`transferlab.utils.replaced_files`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
+
+from transferlab.utils.replaced_files import release_later, set_aside
 
 
 @contextmanager
@@ -38,9 +41,26 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         yield tmp
-        os.replace(tmp, path)
+        replace_file(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def replace_file(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Rename the file ``tmp`` onto ``path`` (atomic); a large file replaced is freed later, off this thread.
+
+    What :func:`atomic_path` does when its block succeeds, for a file already written beside ``path``.
+    """
+    tmp, path = Path(tmp), Path(path)
+    aside = set_aside(path)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        if aside is not None:
+            aside.unlink(missing_ok=True)
+        raise
+    if aside is not None:
+        release_later(aside)
 
 
 def write_atomically(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
