@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tests.conftest import FAST_OVERRIDES, ROOT, run_cli
 from transferlab.backbones import backbone_preprocessing
 from transferlab.train import train
+from transferlab.utils import replaced_files
 from transferlab.utils.config import to_container
 
 
@@ -65,6 +66,23 @@ def _fit_and_compare(cfg, epochs: int = 2) -> tuple[dict, dict, object]:
     )
     trainer.fit(model, datamodule=datamodule)
     return before, model.state_dict(), model
+
+
+def test_replaced_checkpoints_are_freed_off_the_training_loop_and_none_is_left_behind(
+    train_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every replaced checkpoint counts as large here, as a real model's (14 MB and more) does.
+    monkeypatch.setattr(replaced_files, "LARGE_FILE_BYTES", 1)
+    freed: list[str] = []
+    remove = replaced_files._remove
+    monkeypatch.setattr(replaced_files, "_remove", lambda aside: (freed.append(aside.name), remove(aside)))
+    cfg = train_config("trainer.max_epochs=3")
+    train(cfg)
+    replaced_files.wait_for_released_files()
+    folder = Path(cfg.paths.output_dir) / "checkpoints"
+    # From the second epoch on, last.ckpt (or best.ckpt) replaces a file of its own: freed on the thread.
+    assert freed and all(name.startswith((".last.ckpt.", ".best.ckpt.")) for name in freed)
+    assert sorted(path.name for path in folder.iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
 def test_frozen_backbone_keeps_weights_and_batchnorm_statistics(train_config) -> None:
