@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import warnings
@@ -21,19 +22,20 @@ UPSTREAM_EXIT_CRASH = "terminate called without an active exception"
 
 
 class EpisodeRecorder(L.Callback):
-    """Appends ``{"epoch", "index", "classes"}`` of every training episode to ``folder/rank<R>.jsonl``."""
+    """Appends ``{"epoch", "index", "classes", "loss"}`` of each training episode to ``rank<R>.jsonl``."""
 
     def __init__(self, folder: str) -> None:
         self.folder = Path(folder)
 
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         record = {
             "epoch": trainer.current_epoch,
             "index": int(batch.index),
             "classes": batch.classes.tolist(),
+            "loss": float(outputs["loss"]),
         }
         with (self.folder / f"rank{trainer.global_rank}.jsonl").open("a") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -80,12 +82,14 @@ def test_protonet_trains_under_ddp_with_different_episodes_on_each_rank(
     assert "Starting with 2 processes" in output
 
     seen: dict[int, dict[int, list]] = {}
+    losses: dict[int, list[float]] = {}
     for rank in (0, 1):
         for line in (work / "episodes" / f"rank{rank}.jsonl").read_text().splitlines():
             record = json.loads(line)
             seen.setdefault(record["epoch"], {}).setdefault(rank, []).append(
                 (record["index"], record["classes"])
             )
+            losses.setdefault(record["epoch"], []).append(record["loss"])
     assert sorted(seen) == [0, 1]
     for epoch, ranks in seen.items():
         first, second = ({index for index, _ in ranks[r]} for r in (0, 1))
@@ -93,6 +97,10 @@ def test_protonet_trains_under_ddp_with_different_episodes_on_each_rank(
         assert not first & second and first | second == set(range(10)), epoch
     epoch_classes = [sorted(classes for rank in seen[e].values() for _, classes in rank) for e in (0, 1)]
     assert epoch_classes[0] != epoch_classes[1]  # new episodes each epoch
+    # train/loss of an epoch is the mean over the episodes of both ranks
+    with (work / "run" / "csv" / "metrics.csv").open() as handle:
+        logged = [float(row["train/loss"]) for row in csv.DictReader(handle) if row.get("train/loss")]
+    assert logged == pytest.approx([sum(losses[e]) / len(losses[e]) for e in (0, 1)], rel=1e-5)
 
     # test episodes gathered from both ranks, the padded repeat counted once
     metrics = json.loads((work / "run" / "metrics.json").read_text())

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from torch import nn
+from torchmetrics import Metric
 
 from transferlab.backbones import Backbone, build_backbone
 from transferlab.errors import UserError
@@ -234,6 +235,17 @@ class TransferModule(L.LightningModule):
         trainer = self._trainer
         if trainer is not None and (trainer._logger_connector.should_update_logs or trainer.fast_dev_run):
             self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, **kwargs)
+
+    def log_epoch_metrics(self, metrics: Mapping[str, Metric], prog_bar: Sequence[str] = ()) -> None:
+        """Compute, log under its name and reset each metric updated this epoch (the others are reset).
+
+        The metrics gather the updates of every process when they compute, so each rank logs the same
+        value.
+        """
+        for name, metric in metrics.items():
+            if metric.update_count:
+                self.log(name, metric.compute(), prog_bar=name in prog_bar, sync_dist=True)
+            metric.reset()
 
     # ----------------------------------------------------------------- checkpoints
     @property

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric, Metric
+from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from transferlab.errors import UserError
@@ -156,17 +156,6 @@ class ClassifierModule(TransferModule):
         getattr(self, f"{stage}_f1").update(preds, y)
         if stage == "val":
             self.val_confusion.update(preds, y)
-
-    def log_epoch_metrics(self, metrics: Mapping[str, Metric], prog_bar: Sequence[str] = ()) -> None:
-        """Compute, log under its name and reset each metric updated this epoch (the others are reset).
-
-        The metrics gather the updates of every process when they compute, so each rank logs the same
-        value.
-        """
-        for name, metric in metrics.items():
-            if metric.update_count:
-                self.log(name, metric.compute(), prog_bar=name in prog_bar, sync_dist=True)
-            metric.reset()
 
     def log_classification_epoch(self, stage: str) -> None:
         """``log_epoch_metrics`` of ``{stage}/loss``, ``{stage}/acc`` (and ``{stage}/f1_macro`` outside

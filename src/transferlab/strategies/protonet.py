@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MaxMetric
+from torchmetrics import MaxMetric, MeanMetric
 
 from transferlab.data.episodic import Episode
 from transferlab.errors import UserError
@@ -202,6 +202,7 @@ class ProtoNetModule(TransferModule):
         # trained one keeps a frozen copy (saved in checkpoints, so that eval runs report it too).
         if not self.backbone_frozen:
             self.baseline_backbone = copy.deepcopy(self.backbone).requires_grad_(False).eval()
+        self.train_loss, self.train_acc = MeanMetric(), MeanMetric()  # means over the epoch's episodes
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # part of the checkpoint: a resumed run keeps its best
         self._episode_results: dict[str, list[torch.Tensor]] = {}
@@ -277,18 +278,16 @@ class ProtoNetModule(TransferModule):
 
     def training_step(self, episode: Episode, batch_idx: int) -> torch.Tensor:
         loss, accuracy = self._episode_step(episode)
-        # One episode per step: epoch values are means over episodes (and over the devices' episodes).
-        epoch_mean = {
-            "on_step": False,
-            "on_epoch": True,
-            "prog_bar": True,
-            "batch_size": 1,
-            "sync_dist": True,
-        }
-        self.log("train/loss", loss.detach(), **epoch_mean)
-        self.log("train/acc", accuracy, **epoch_mean)
+        # One episode per step: the epoch values are means over the episodes of every device, logged
+        # once at the end of the epoch (on_train_epoch_end), not by a self.log call in every step.
+        self.train_loss.update(loss.detach())
+        self.train_acc.update(accuracy)
         self.log_step_loss(loss, batch_size=1)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        metrics = {"train/loss": self.train_loss, "train/acc": self.train_acc}
+        self.log_epoch_metrics(metrics, prog_bar=tuple(metrics))
 
     def validation_step(self, episode: Episode, batch_idx: int) -> None:
         loss, accuracy = self._episode_step(episode)
