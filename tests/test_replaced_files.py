@@ -37,7 +37,7 @@ def removals(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
 
 
 def test_a_large_replaced_file_is_freed_on_the_background_thread_after_the_rename(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, removals: list[tuple[str, str]]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "last.ckpt"
     _write(target, b"a")

@@ -20,16 +20,16 @@ import os
 import stat
 import threading
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
+
+from transferlab.utils.background import BackgroundCalls
 
 log = logging.getLogger(__name__)
 
 LARGE_FILE_BYTES = 1 << 20  # smaller files are freed within the rename in well under a millisecond
 
-_lock = threading.Lock()
-_executor: ThreadPoolExecutor | None = None
-_pending: list[Future[None]] = []
+_lock = threading.Lock()  # writers on several threads may replace files at once
+_removals = BackgroundCalls("transferlab-release")
 
 
 def set_aside(path: Path) -> Path | None:
@@ -55,19 +55,14 @@ def set_aside(path: Path) -> Path | None:
 
 def release_later(aside: Path) -> None:
     """Remove ``aside`` (from :func:`set_aside`) on the background thread."""
-    global _executor
     with _lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transferlab-release")
-        _pending[:] = [future for future in _pending if not future.done()]
-        _pending.append(_executor.submit(_remove, aside))
+        _removals.submit(lambda: _remove(aside))
 
 
 def wait_for_released_files() -> None:
     """Wait until every file given to :func:`release_later` so far is removed."""
     with _lock:
-        pending = list(_pending)
-    wait(pending)
+        _removals.wait()
 
 
 def _remove(aside: Path) -> None:
@@ -79,9 +74,8 @@ def _remove(aside: Path) -> None:
 
 def _forget_in_child() -> None:
     """A forked process has no copy of the thread: it starts its own when it needs one."""
-    global _executor, _lock
-    _executor, _lock = None, threading.Lock()
-    _pending.clear()
+    global _lock, _removals
+    _lock, _removals = threading.Lock(), BackgroundCalls(_removals.name)
 
 
 os.register_at_fork(after_in_child=_forget_in_child)
