@@ -147,7 +147,7 @@ class ConfusionMatrixRenderer:
         self._count_positions: list[tuple[float, float]] = []
         self._font: ImageFont.FreeTypeFont | None = None
         self._glyphs: dict[tuple[str, float, float], tuple[np.ndarray, int, int]] = {}  # see _print
-        self._half_widths: dict[str, float] = {}
+        self._boxes: dict[str, tuple[int, int, int, int]] = {}  # each text's inked box, from Pillow
         if texts:
             properties = texts[0].get_fontproperties()
             size = properties.get_size_in_points() * self.figure.dpi / 72
@@ -162,18 +162,19 @@ class ConfusionMatrixRenderer:
     def _print(self, picture: np.ndarray, text: str, x: float, y: float, colour: str) -> None:
         """Print ``text`` into ``picture`` as Pillow's ``ImageDraw.text`` does, its inked box centred across
         ``x``, on the baseline ``y``; each text is rendered once per position (counts repeat each epoch)."""
-        if text not in self._half_widths:
-            left, _, right, _ = self._font.getbbox(text, anchor="ls")
-            self._half_widths[text] = (left + right) / 2
-        anchor_x = x - self._half_widths[text]
+        inked = self._boxes.get(text)
+        if inked is None:
+            inked = self._boxes[text] = self._font.getbbox(text, anchor="ls")
+        left, _, right, _ = inked
+        anchor_x = x - (left + right) / 2
         # Pillow places a text at the whole pixel below its position and renders the fraction into the
         # glyphs; so the rendered coverage depends on the text and the fractions only.
         key = (text, anchor_x % 1, y % 1)
         if key not in self._glyphs:
             if len(self._glyphs) >= MAX_CACHED_GLYPHS:
                 self._glyphs.clear()
-                self._half_widths.clear()
-            self._glyphs[key] = self._coverage(text, *key[1:])
+                self._boxes.clear()
+            self._glyphs[key] = self._coverage(text, inked, *key[1:])
         glyph, pad_x, pad_y = self._glyphs[key]
         coverage = glyph.astype(np.uint16)
         row, column = math.floor(y) - pad_y, math.floor(anchor_x) - pad_x
@@ -181,10 +182,12 @@ class ConfusionMatrixRenderer:
         ink = 255 if colour == "white" else 0
         box[...] = (ink * coverage + box * (255 - coverage) + 127) // 255
 
-    def _coverage(self, text: str, fraction_x: float, fraction_y: float) -> tuple[np.ndarray, int, int]:
-        """How much of each pixel ``text`` covers (uint8 0-255, HW1) when drawn at these pixel fractions,
-        and the whole-pixel offsets of the drawing position inside that array."""
-        left, top, right, bottom = self._font.getbbox(text, anchor="ls")
+    def _coverage(
+        self, text: str, box: tuple[int, int, int, int], fraction_x: float, fraction_y: float
+    ) -> tuple[np.ndarray, int, int]:
+        """How much of each pixel ``text`` (inked ``box``) covers (uint8 0-255, HW1) when drawn at these
+        pixel fractions, and the whole-pixel offsets of the drawing position inside that array."""
+        left, top, right, bottom = box
         pad_x, pad_y = max(0, -left) + 2, max(0, -top) + 2
         mask = Image.new("L", (pad_x + max(right, 0) + 3, pad_y + max(bottom, 0) + 3), 0)
         position = (pad_x + fraction_x, pad_y + fraction_y)
