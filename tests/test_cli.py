@@ -35,6 +35,8 @@ def trained_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     assert "backbone" in result.stdout and "small_cnn" in result.stdout  # the config tree
     assert "test/acc" in result.stdout
     assert f"tensorboard --logdir {run_dir}" in result.stdout.replace("\n", "")
+    assert "GPU available" in result.stdout + result.stderr  # Lightning's own messages are kept ...
+    assert "litlogger" not in result.stdout + result.stderr  # ... but not its advertisement
     return run_dir
 
 
@@ -64,6 +66,7 @@ def test_eval_and_predict_agree_with_training(trained_run: Path, tiny_data: Path
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "litlogger" not in result.stdout + result.stderr
     eval_acc = _csv_metric(eval_dir / "csv" / "metrics.csv", "test/acc")
     assert eval_acc == pytest.approx(train_test_acc, abs=1e-6)
 

@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 import hydra
-import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -14,7 +13,7 @@ from transferlab.data.base import split_record_from_checkpoint
 from transferlab.errors import UserError
 from transferlab.strategies.loading import load_module_from_checkpoint, read_checkpoint
 from transferlab.utils.cli import print_config_tree, run_task
-from transferlab.utils.instantiate import instantiate_loggers
+from transferlab.utils.instantiate import instantiate_loggers, instantiate_trainer
 from transferlab.utils.paths import CONF_DIR
 from transferlab.utils.quick_exit import exit_when_done
 from transferlab.utils.run_summary import print_run_summary, scalar_metrics
@@ -59,7 +58,7 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         )
     datamodule.setup("test")  # builds (and checks) the test split before the trainer starts
     loggers = instantiate_loggers(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False)
+    trainer = instantiate_trainer(cfg.trainer, logger=loggers or False)
     trainer.test(model, datamodule=datamodule)
     metrics = scalar_metrics(trainer.callback_metrics)
     print_run_summary(metrics, cfg.paths.output_dir, title=f"eval: {cfg.ckpt_path}")

@@ -17,7 +17,7 @@ from transferlab.utils.checkpoint_match import check_checkpoint_matches
 from transferlab.utils.cli import print_config_tree, run_task
 from transferlab.utils.config import to_container
 from transferlab.utils.hparams import log_final_hparams
-from transferlab.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from transferlab.utils.instantiate import instantiate_callbacks, instantiate_loggers, instantiate_trainer
 from transferlab.utils.paths import CONF_DIR
 from transferlab.utils.quick_exit import exit_when_done
 from transferlab.utils.run_summary import print_run_summary, scalar_metrics, write_metrics
@@ -67,7 +67,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         check_checkpoint_matches(checkpoint, model, datamodule.class_names, ckpt_path, purpose=purpose)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     if fit:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
