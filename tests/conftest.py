@@ -93,12 +93,19 @@ def train_config(tiny_data: Path, tmp_path: Path) -> Callable[..., DictConfig]:
     return make
 
 
-def run_cli(module: str, *args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    module: str, *args: str, cwd: Path, timeout: float = 600, warnings: bool = False
+) -> subprocess.CompletedProcess:
     """Run an entry point as a user would (``python -m transferlab.train ...``) and capture its output.
 
-    The capture ends when every process holding the output pipes has ended (children included).
+    Python's warnings are off unless ``warnings`` is true (then the output is what a user sees). The
+    capture ends when every process holding the output pipes has ended (children included).
     """
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "0"}
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    if warnings:
+        env.pop("PYTHONWARNINGS", None)
+    else:
+        env["PYTHONWARNINGS"] = "ignore"
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,

@@ -30,6 +30,7 @@ def trained_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
         "trainer.max_epochs=2",
         f"hydra.run.dir={run_dir}",
         cwd=run_dir.parent,
+        warnings=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "backbone" in result.stdout and "small_cnn" in result.stdout  # the config tree
@@ -37,6 +38,7 @@ def trained_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     assert f"tensorboard --logdir {run_dir}" in result.stdout.replace("\n", "")
     assert "GPU available" in result.stdout + result.stderr  # Lightning's own messages are kept ...
     assert "litlogger" not in result.stdout + result.stderr  # ... but not its advertisement
+    assert "LeafSpec" not in result.stderr  # nor a deprecation inside Lightning (warnings on)
     return run_dir
 
 

@@ -22,6 +22,11 @@ CHECKPOINT_KEY = "transferlab"
 # Frozen backbone blocks are kept in eval mode on purpose (see TransferModule.train); Lightning warns
 # about any module in eval mode when training starts.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+# Lightning's own use of a torch class that torch deprecates, printed in every fit and test; nothing a user
+# of transferlab can change (here, at import, so that spawned DDP processes get the filter too).
+warnings.filterwarnings(
+    "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+)
 
 
 class TransferModule(L.LightningModule):
