@@ -65,6 +65,7 @@ def test_quickstart_runs_end_to_end(tmp_path: Path) -> None:
     notebook = execute_notebook("01_quickstart.ipynb", parameters, tmp_path)
     text = outputs_text(notebook)
     assert "feature extraction: test accuracy" in text and "fine-tuning: test accuracy" in text
+    assert "litlogger" not in text  # what the kernel printed besides: not Lightning's advertisement
     assert "predicted correctly" in text
     assert figures(notebook) >= 3  # images grid, confusion matrix, curves
     runs = tmp_path / "work" / "runs"
