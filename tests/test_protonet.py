@@ -203,6 +203,30 @@ def test_a_protonet_checkpoint_fits_few_shot_data_only(fewshot_run: tuple[Path, 
         check_checkpoint_matches(checkpoint, classifier, ["a", "b"], path, purpose="resumed")
 
 
+@pytest.mark.parametrize(
+    ("entry_point", "pointer"),
+    [
+        ("transferlab.eval", r"transferlab-train data=fewshot .* model=protonet train=false ckpt_path=/"),
+        ("transferlab.export", r"transferlab-extract ckpt_path=\S+ input=IMAGES"),
+    ],
+)
+def test_eval_and_export_of_a_protonet_checkpoint_say_what_to_run_instead(
+    entry_point: str, pointer: str, fewshot_run: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    # Both need fixed classes (a test split of classes, logits to export): one line, exit status 2.
+    run_dir, data, _ = fewshot_run
+    checkpoint = run_dir / "checkpoints" / "best.ckpt"
+    data_root = [f"data.root={data}"] if entry_point == "transferlab.eval" else []  # export takes no data
+    result = run_cli(
+        entry_point, f"ckpt_path={checkpoint}", *data_root, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "holds a ProtoNetModule, which has no fixed classes" in line
+    assert re.search(pointer, line), line
+
+
 def test_predict_on_a_protonet_checkpoint_points_to_the_few_shot_command(
     fewshot_run: tuple[Path, Path, str], tmp_path: Path
 ) -> None:

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from transferlab.data.base import split_record_from_checkpoint
 from transferlab.errors import UserError
-from transferlab.strategies.loading import load_module_from_checkpoint, read_checkpoint
+from transferlab.strategies.loading import load_module_from_checkpoint, read_checkpoint, require_fixed_classes
 from transferlab.utils.cli import print_config_tree, run_task
 from transferlab.utils.instantiate import instantiate_loggers, instantiate_trainer
 from transferlab.utils.paths import CONF_DIR
@@ -35,6 +35,13 @@ def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """
     record = split_record_from_checkpoint(read_checkpoint(cfg.ckpt_path))
     model = load_module_from_checkpoint(cfg.ckpt_path)
+    require_fixed_classes(
+        model,
+        cfg.ckpt_path,
+        "It is scored on test episodes of classes it never saw: rerun the command that trained it with "
+        f"train=false ckpt_path=CKPT added (e.g. transferlab-train data=fewshot data.root=DIR model=protonet "
+        f"train=false ckpt_path={cfg.ckpt_path}).",
+    )
     datamodule = instantiate(cfg.data)
     datamodule.set_preprocessing(model.preprocessing)
     if not cfg.get("split_from_checkpoint", True):

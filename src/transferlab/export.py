@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from transferlab.errors import UserError
 from transferlab.preprocessing import Preprocessing, as_preprocessing
-from transferlab.strategies.loading import load_module_from_checkpoint
+from transferlab.strategies.loading import load_module_from_checkpoint, require_fixed_classes
 from transferlab.utils.atomic import atomic_path, write_json_atomically
 from transferlab.utils.cli import print_config_tree, run_task
 from transferlab.utils.paths import CONF_DIR
@@ -219,6 +219,13 @@ def export(cfg: DictConfig) -> tuple[Path, dict[str, Any]]:
     if fmt not in FORMATS:
         raise UserError(f"format={fmt!r} is not supported; use one of: {', '.join(FORMATS)}.")
     module = load_module_from_checkpoint(cfg.ckpt_path)
+    require_fixed_classes(
+        module,
+        cfg.ckpt_path,
+        "An exported model maps images to one logit per class, so there is nothing to export. Embed images "
+        f"with it: transferlab-extract ckpt_path={cfg.ckpt_path} input=IMAGES; classify them: "
+        f"transferlab-fewshot ckpt_path={cfg.ckpt_path} support=DIR query=IMAGES.",
+    )
     output = Path(cfg.output) if cfg.get("output") else Path(cfg.paths.output_dir) / f"model{FORMATS[fmt]}"
     sidecar = export_model(
         module, module.preprocessing, module.class_names, fmt, output, source=str(cfg.ckpt_path)

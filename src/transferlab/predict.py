@@ -21,7 +21,7 @@ from transferlab.data import (
     min_decode_size,
 )
 from transferlab.errors import UserError
-from transferlab.strategies.loading import load_module_from_checkpoint
+from transferlab.strategies.loading import load_module_from_checkpoint, require_fixed_classes
 from transferlab.utils.cli import print_config_tree, run_task
 from transferlab.utils.paths import CONF_DIR
 from transferlab.utils.quick_exit import exit_when_done
@@ -66,12 +66,12 @@ def _readable(
 def predict(cfg: DictConfig) -> tuple[list[dict[str, Any]], Path]:
     """Classify every image of ``cfg.input`` with the checkpoint's model; write and return the rows."""
     model = load_module_from_checkpoint(cfg.ckpt_path)
-    if not getattr(model, "class_names", None):
-        raise UserError(
-            f"{cfg.ckpt_path} holds a {type(model).__name__}, which has no fixed classes to predict (a "
-            "few-shot model: its classes come from examples). Classify with it by giving a few images per "
-            f"class: transferlab-fewshot ckpt_path={cfg.ckpt_path} support=DIR query={cfg.input}"
-        )
+    require_fixed_classes(
+        model,
+        cfg.ckpt_path,
+        "Classify with it by giving a few images per class: "
+        f"transferlab-fewshot ckpt_path={cfg.ckpt_path} support=DIR query={cfg.input}",
+    )
     transform = build_eval_transform(model.preprocessing)
     decode_size = min_decode_size(model.preprocessing)
     files = list_input_images(cfg.input)

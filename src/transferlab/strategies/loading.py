@@ -59,6 +59,19 @@ def load_module_from_checkpoint(path: str | Path) -> TransferModule:
     return module.eval()
 
 
+def require_fixed_classes(module: TransferModule, path: str | Path, instead: str) -> None:
+    """Refuse a checkpoint without fixed classes (a few-shot model) where a command needs a classifier.
+
+    Raises:
+        UserError: naming the model and what to run ``instead``.
+    """
+    if not getattr(module, "class_names", None):
+        raise UserError(
+            f"{path} holds a {type(module).__name__}, which has no fixed classes (a few-shot model: its "
+            f"classes come from examples). {instead}"
+        )
+
+
 @contextmanager
 def _without_random_initialisation_notice() -> Iterator[None]:
     """Drop the backbone builder's "random initialisation" notice: the checkpoint's weights replace them."""
