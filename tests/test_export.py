@@ -12,7 +12,7 @@ import torch
 
 from tests.conftest import CLASSES, FAST_OVERRIDES, compose_config, run_cli
 from transferlab.data import build_eval_transform, load_rgb
-from transferlab.export import export, export_model, sidecar_path
+from transferlab.export import TORCHSCRIPT_NOTICE, export, export_model, sidecar_path
 from transferlab.strategies import FineTuneClassifier, load_module_from_checkpoint
 from transferlab.train import train
 
@@ -77,9 +77,13 @@ def test_cli_default_output_next_to_the_run(checkpoint: Path, tmp_path: Path) ->
         "format=torchscript",
         f"hydra.run.dir={run_dir}",
         cwd=tmp_path,
+        warnings=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (run_dir / "model.pt").is_file()
+    # torch's four FutureWarnings about torch.jit become one line of ours
+    output = result.stdout + result.stderr
+    assert "is deprecated" not in output and output.count(TORCHSCRIPT_NOTICE) == 1
     assert json.loads((run_dir / "model.pt.json").read_text())["class_names"] == list(CLASSES)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -104,11 +105,27 @@ def export_onnx(model: nn.Module, example: Tensor, output: Path) -> None:
         )
 
 
+TORCHSCRIPT_NOTICE = (
+    "format=torchscript: PyTorch deprecates TorchScript (torch.jit.trace, save and load), so a later "
+    "release may not load this file; prefer format=onnx for deployment."
+)
+
+
+@contextmanager
+def _torch_jit_deprecations_silenced() -> Iterator[None]:
+    """Hide torch's FutureWarnings about ``torch.jit``: :data:`TORCHSCRIPT_NOTICE` says it once."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+        yield
+
+
 def export_torchscript(model: nn.Module, example: Tensor, output: Path) -> None:
     """Write ``model`` as a traced TorchScript module (``torch.jit.load`` reads it, no Python code needed)."""
+    log.warning(TORCHSCRIPT_NOTICE)
     # check_trace off: it re-runs the model several times; run_exported() compares outputs afterwards.
-    traced = torch.jit.trace(model, example, check_trace=False)
-    torch.jit.save(traced, str(output))
+    with _torch_jit_deprecations_silenced():
+        traced = torch.jit.trace(model, example, check_trace=False)
+        torch.jit.save(traced, str(output))
 
 
 def run_onnx(path: Path, images: Tensor) -> Tensor:
@@ -123,7 +140,8 @@ def run_onnx(path: Path, images: Tensor) -> Tensor:
 
 def run_torchscript(path: Path, images: Tensor) -> Tensor:
     """Logits of the TorchScript model at ``path``."""
-    return torch.jit.load(str(path), map_location="cpu")(images)
+    with _torch_jit_deprecations_silenced():
+        return torch.jit.load(str(path), map_location="cpu")(images)
 
 
 _EXPORTERS: dict[str, tuple[Callable[[nn.Module, Tensor, Path], None], Callable[[Path, Tensor], Tensor]]] = {
