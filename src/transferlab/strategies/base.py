@@ -16,17 +16,15 @@ from transferlab.backbones import Backbone, build_backbone
 from transferlab.errors import UserError
 from transferlab.optim import split_weight_decay
 from transferlab.utils.config import require_plain
+from transferlab.utils.lightning_messages import drop_lightning_deprecation_warnings
 
 CHECKPOINT_KEY = "transferlab"
 
 # Frozen backbone blocks are kept in eval mode on purpose (see TransferModule.train); Lightning warns
 # about any module in eval mode when training starts.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
-# Lightning's own use of a torch class that torch deprecates, printed in every fit and test; nothing a user
-# of transferlab can change (here, at import, so that spawned DDP processes get the filter too).
-warnings.filterwarnings(
-    "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
-)
+# at import, so that spawned DDP processes (which import this module to rebuild the model) get it too
+drop_lightning_deprecation_warnings()
 
 
 class TransferModule(L.LightningModule):

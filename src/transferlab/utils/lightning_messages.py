@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 # Lightning logs this advertisement through its rank-zero logger each time a Trainer is built.
 ADVERTISEMENTS = ("💡 Tip: For seamless cloud logging",)
@@ -19,3 +20,12 @@ def drop_lightning_advertisements() -> None:
     logger = logging.getLogger(LIGHTNING_RANK_ZERO_LOGGER)
     if not any(isinstance(existing, _DropAdvertisements) for existing in logger.filters):
         logger.addFilter(_DropAdvertisements())
+
+
+def drop_lightning_deprecation_warnings() -> None:
+    """Hide the FutureWarning torch gives on Lightning's own use of ``LeafSpec``, printed in every fit and
+    test: nothing a user of transferlab can change. Each process must call it (warnings filters are not
+    inherited by spawned DDP processes)."""
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
